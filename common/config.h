@@ -1,0 +1,167 @@
+// The run configuration, as the guest receives it on its command line (Multiboot/PVH cmdline or the
+// direct entry's boot info) and as the host composes it. One parser, used by both sides:
+//
+//   patterns=wbinvd,clflush footprints=0,4K,1M,2xLLC reps=31 warmup=3 skip=clwb:hangs-here
+//   pmu=auto|off phases=1
+//
+// A first token without "=" is the image path GRUB prepends, and is ignored.
+#pragma once
+
+#include "common/patterns.h"
+#include "common/text.h"
+
+namespace fb {
+
+struct FootprintSpec {
+    uint64_t bytes;     // absolute size, when llc_times == 0
+    uint32_t llc_times; // N in "NxLLC": resolved against the LLC the CPU reports
+};
+
+struct Config {
+    static constexpr size_t kMaxFootprints = 16;
+    static constexpr size_t kMaxReasonLen = 48;
+
+    uint8_t pattern_order[kPatternCount] = {};  // indices into kPatterns, in the order asked
+    size_t pattern_count = 0;
+    FootprintSpec footprints[kMaxFootprints] = {};
+    size_t footprint_count = 0;
+    uint32_t reps = 31;
+    uint32_t warmup = 3;
+    uint32_t phases = 1;  // the built-in VMM toggles snoop-control mode between phases
+    bool pmu = true;
+    bool skipped[kPatternCount] = {};
+    char skip_reason[kPatternCount][kMaxReasonLen + 1] = {};
+
+    static constexpr uint32_t kMaxReps = 100000, kMaxWarmup = 10000, kMaxPhases = 8;
+};
+
+struct ConfigError {
+    const char* message = nullptr;  // null when parsing succeeded
+    Str token;                      // the offending token
+};
+
+inline constexpr const char* kDefaultFootprints = "0,4K,64K,1M,16M,1xLLC,2xLLC";
+
+namespace config_detail {
+
+inline bool parse_footprint(Str s, FootprintSpec& out) {
+    // "2xLLC"
+    if (s.n > 4 && s.sub(s.n - 4) == Str("xLLC")) {
+        uint64_t k = 0;
+        if (!parse_u64(s.sub(0, s.n - 4), k) || k == 0 || k > 64) return false;
+        out = {0, uint32_t(k)};
+        return true;
+    }
+    uint64_t bytes = 0;
+    if (!parse_size(s, bytes) || bytes > (1ull << 40)) return false;
+    out = {bytes, 0};
+    return true;
+}
+
+inline ConfigError set_footprints(Config& c, Str list) {
+    c.footprint_count = 0;
+    Splitter it(list, ',');
+    Str item;
+    while (it.next(item)) {
+        if (c.footprint_count == Config::kMaxFootprints) return {"too many footprints (at most 16)", item};
+        if (!parse_footprint(item, c.footprints[c.footprint_count]))
+            return {"bad footprint: use bytes with an optional K/M/G suffix, or NxLLC", item};
+        ++c.footprint_count;
+    }
+    return {};
+}
+
+inline ConfigError set_patterns(Config& c, Str list) {
+    c.pattern_count = 0;
+    if (list == Str("all")) {
+        for (size_t i = 0; i < kPatternCount; ++i) c.pattern_order[c.pattern_count++] = uint8_t(i);
+        return {};
+    }
+    bool seen[kPatternCount] = {};
+    Splitter it(list, ',');
+    Str item;
+    while (it.next(item)) {
+        const Pattern* p = find_pattern(item);
+        if (!p) return {"unknown pattern (see the pattern table in README)", item};
+        size_t idx = size_t(p - kPatterns);
+        if (seen[idx]) return {"pattern listed twice", item};
+        seen[idx] = true;
+        c.pattern_order[c.pattern_count++] = uint8_t(idx);
+    }
+    return {};
+}
+
+inline ConfigError set_skips(Config& c, Str list) {
+    Splitter it(list, ',');
+    Str item;
+    while (it.next(item)) {
+        size_t colon = item.find(':');
+        Str name = item.sub(0, colon), reason = colon < item.n ? item.sub(colon + 1) : Str("excluded");
+        const Pattern* p = find_pattern(name);
+        if (!p) return {"unknown pattern in skip", item};
+        if (reason.empty() || reason.n > Config::kMaxReasonLen) return {"skip reason must be 1-48 characters", item};
+        size_t idx = size_t(p - kPatterns);
+        c.skipped[idx] = true;
+        for (size_t i = 0; i < reason.n; ++i) c.skip_reason[idx][i] = reason[i];
+        c.skip_reason[idx][reason.n] = 0;
+    }
+    return {};
+}
+
+inline ConfigError set_count(Str value, uint32_t lo, uint32_t hi, uint32_t& out, const char* what) {
+    uint64_t v = 0;
+    if (!parse_u64(value, v) || v < lo || v > hi) return {what, value};
+    out = uint32_t(v);
+    return {};
+}
+
+}  // namespace config_detail
+
+// Parses a whole command line into `c` (which starts from its defaults).
+inline ConfigError parse_config(Str cmdline, Config& c) {
+    using namespace config_detail;
+    c = Config{};
+    ConfigError e = set_patterns(c, "all");
+    if (!e.message) e = set_footprints(c, kDefaultFootprints);
+    if (e.message) return e;
+    Splitter words(cmdline, ' ');
+    Str w;
+    bool first = true;
+    while (words.next(w)) {
+        if (w.empty()) continue;
+        size_t eq = w.find('=');
+        if (eq == w.n) {
+            if (first) {  // GRUB passes the image path as the first word
+                first = false;
+                continue;
+            }
+            return {"expected key=value", w};
+        }
+        first = false;
+        Str key = w.sub(0, eq), value = w.sub(eq + 1);
+        if (value.empty()) return {"empty value", w};
+        if (key == Str("patterns")) e = set_patterns(c, value);
+        else if (key == Str("footprints")) e = set_footprints(c, value);
+        else if (key == Str("reps")) e = set_count(value, 1, Config::kMaxReps, c.reps, "reps must be 1-100000");
+        else if (key == Str("warmup")) e = set_count(value, 0, Config::kMaxWarmup, c.warmup, "warmup must be 0-10000");
+        else if (key == Str("phases")) e = set_count(value, 1, Config::kMaxPhases, c.phases, "phases must be 1-8");
+        else if (key == Str("skip")) e = set_skips(c, value);
+        else if (key == Str("pmu")) {
+            if (value == Str("auto")) c.pmu = true;
+            else if (value == Str("off")) c.pmu = false;
+            else e = {"pmu must be auto or off", w};
+        } else {
+            e = {"unknown key (patterns, footprints, reps, warmup, phases, skip, pmu)", w};
+        }
+        if (e.message) return e;
+    }
+    return {};
+}
+
+// Footprint in bytes for this CPU; 0 with ok=false when NxLLC is asked but the LLC is unknown.
+inline uint64_t resolve_footprint(const FootprintSpec& f, uint64_t llc, bool& ok) {
+    ok = f.llc_times == 0 || llc != 0;
+    return f.llc_times ? llc * f.llc_times : f.bytes;
+}
+
+}  // namespace fb

@@ -1,0 +1,59 @@
+// One measured cell: a pattern at a footprint, on a backend, in a snoop-control mode. What the guest
+// streamed (or the backend observed, for hung/crashed) lands here, and results.h writes it out.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace fb {
+
+enum class CellStatus { ok, unsupported, skipped, fault, hung, crashed };
+
+inline const char* to_string(CellStatus s) {
+    switch (s) {
+        case CellStatus::ok: return "ok";
+        case CellStatus::unsupported: return "unsupported";
+        case CellStatus::skipped: return "skipped";
+        case CellStatus::fault: return "fault";
+        case CellStatus::hung: return "hung";
+        case CellStatus::crashed: return "crashed";
+    }
+    return "?";
+}
+
+// An exception the guest took inside the cell's timed code.
+struct GuestFault {
+    uint32_t vector = 0;
+    uint64_t error_code = 0;
+    uint64_t rip = 0;
+    uint64_t cr2 = 0;
+};
+
+struct Cell {
+    // Identity.
+    std::string pattern;
+    uint64_t footprint_bytes = 0;
+    std::string backend;  // kvm, qemu-kvm, qemu-tcg, native, native-ring0
+    std::string mode;     // coherent, noncoherent, native
+    uint32_t phase = 0;   // A/B/A phase index within one boot (kvm backend)
+    std::string unit;     // per-op or per-footprint (pattern table)
+
+    // Outcome.
+    CellStatus status = CellStatus::ok;
+    std::string reason;          // why unsupported/skipped/fault/hung/crashed
+    bool emulated = false;       // TCG: timings are functional only
+    uint32_t warmup = 0;         // repetitions run and discarded
+    uint64_t tsc_overhead = 0;   // median empty-bracket cost, TSC cycles (not yet subtracted)
+    uint64_t tsc_khz = 0;        // 0 = unknown
+    uint32_t line_bytes = 64;
+    std::vector<uint64_t> tsc;   // raw per-repetition TSC deltas
+    std::map<std::string, std::vector<uint64_t>> guest_pmu;  // per-repetition guest RDPMC deltas
+    std::string guest_pmu_unavailable;                       // reason, when guest_pmu is empty
+    std::optional<GuestFault> fault;
+    std::string last_output;     // tail of guest output, kept for hung/crashed cells
+};
+
+}  // namespace fb
