@@ -37,7 +37,7 @@ struct BootInfo {
     uint16_t record_port;  // 0: records go to COM1
     uint16_t reserved;
 };
-static_assert(sizeof(BootInfo) == 40);
+static_assert(sizeof(BootInfo) == 32);
 
 struct RecordBuffer {
     uint32_t len;          // bytes in data, at most wire::kMaxLine

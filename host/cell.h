@@ -10,7 +10,8 @@
 
 namespace fb {
 
-enum class CellStatus { ok, unsupported, skipped, fault, hung, crashed };
+// corrupt: the guest's records for this cell failed their checksum or contradicted each other.
+enum class CellStatus { ok, unsupported, skipped, fault, hung, crashed, corrupt };
 
 inline const char* to_string(CellStatus s) {
     switch (s) {
@@ -20,8 +21,14 @@ inline const char* to_string(CellStatus s) {
         case CellStatus::fault: return "fault";
         case CellStatus::hung: return "hung";
         case CellStatus::crashed: return "crashed";
+        case CellStatus::corrupt: return "corrupt";
     }
     return "?";
+}
+
+// Measured: the cell's outcome is a result (ok, or a well-formed "cannot run here").
+inline bool is_measured(CellStatus s) {
+    return s == CellStatus::ok || s == CellStatus::unsupported || s == CellStatus::skipped;
 }
 
 // An exception the guest took inside the cell's timed code.

@@ -26,9 +26,16 @@ struct CpuidRegs {
 }
 
 // RDTSCP waits for the timed work to finish; the trailing LFENCE keeps later work out.
+// Without RDTSCP (QEMU's default qemu64 model), LFENCE before RDTSC does the waiting.
+template <bool kRdtscp>
 [[gnu::always_inline]] inline uint64_t tsc_end() {
-    uint32_t lo, hi, aux;
-    asm volatile("rdtscp\n\tlfence" : "=a"(lo), "=d"(hi), "=c"(aux)::"memory");
+    uint32_t lo, hi;
+    if constexpr (kRdtscp) {
+        uint32_t aux;
+        asm volatile("rdtscp\n\tlfence" : "=a"(lo), "=d"(hi), "=c"(aux)::"memory");
+    } else {
+        asm volatile("lfence\n\trdtsc\n\tlfence" : "=a"(lo), "=d"(hi)::"memory");
+    }
     return uint64_t(hi) << 32 | lo;
 }
 

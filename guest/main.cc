@@ -1,0 +1,314 @@
+// The flushbench guest: parse the configuration, describe the CPU, then run every cell
+// (pattern x footprint) and stream its raw samples as wire records. Nothing here allocates;
+// nothing here trusts that an instruction exists until CPUID says so.
+#include "common/boot.h"
+#include "common/config.h"
+#include "common/patterns.h"
+#include "common/wire.h"
+#include "common/x86/cpu.h"
+#include "common/x86/io.h"
+#include "guest/boot_info.h"
+#include "guest/cr.h"
+#include "guest/idt.h"
+#include "guest/paging.h"
+#include "guest/pmu.h"
+#include "guest/records.h"
+#include "guest/recovery.h"
+#include "guest/serial.h"
+
+extern "C" char __image_end[];
+
+namespace fb::guest {
+namespace {
+
+using wire::Writer;
+
+constexpr uint32_t kCalibrationReps = 1001;
+
+uint64_t tsc_samples[Config::kMaxReps];
+uint64_t pmc_samples[Pmu::kMaxCounters][Config::kMaxReps];
+
+Config config;
+x86::TscFreq tsc_freq{0, "unknown"};
+uint64_t tsc_overhead = 0;
+uint64_t llc = 0;
+uint32_t line = 64;
+bool has_rdtscp = false;
+Buffer arena{};  // all RAM above the image, 2 MiB aligned
+
+struct Tally {
+    uint64_t cells, ok, unsupported, fault, skipped;
+} tally{};
+
+[[noreturn]] void stop(boot::ExitCode code) {
+    x86::outl(boot::kExitPort, uint32_t(code));
+    // Still running: bare metal, or QEMU without isa-debug-exit.
+    Serial::write("flushbench: run finished, halting\n");
+    halt_forever();
+}
+
+void shell_sort(uint64_t* a, size_t n) {
+    for (size_t gap = n / 2; gap > 0; gap /= 2)
+        for (size_t i = gap; i < n; ++i)
+            for (size_t j = i; j >= gap && a[j - gap] > a[j]; j -= gap) {
+                uint64_t t = a[j];
+                a[j] = a[j - gap];
+                a[j - gap] = t;
+            }
+}
+
+// The empty bracket's median: what every sample carries on top of its body.
+template <bool kRdtscp>
+uint64_t calibrate_overhead() {
+    for (uint32_t i = 0; i < kCalibrationReps; ++i) {
+        uint64_t t0 = x86::tsc_begin();
+        uint64_t t1 = x86::tsc_end<kRdtscp>();
+        tsc_samples[i] = t1 - t0;
+    }
+    shell_sort(tsc_samples, kCalibrationReps);
+    return tsc_samples[kCalibrationReps / 2];
+}
+
+void emit_hello(const BootFacts& boot) {
+    Writer w("hello");
+    w.field("v", uint64_t(wire::kVersion)).field("entry", entry_name(boot.entry));
+    w.field("vendor", x86::cpu_vendor().s);
+    auto sig = x86::cpuid(1).eax;
+    uint32_t family = (sig >> 8 & 0xf) + ((sig >> 8 & 0xf) == 0xf ? (sig >> 20 & 0xff) : 0);
+    uint32_t model = (sig >> 4 & 0xf) | ((family >= 6) ? (sig >> 16 & 0xf) << 4 : 0);
+    w.field("family", family).field("model", model).field("stepping", sig & 0xf);
+    auto hv = x86::hypervisor_vendor();
+    w.field("hv", hv.s[0] ? Str(hv.s) : Str("none"));
+    char features[160];
+    FixedWriter fw(features, sizeof features);
+    const x86::Feature reported[] = {x86::Feature::clflush, x86::Feature::clflushopt, x86::Feature::clwb,
+                                     x86::Feature::wbnoinvd, x86::Feature::rdtscp,     x86::Feature::invtsc,
+                                     x86::Feature::pdcm,     x86::Feature::perfctr_core};
+    for (auto f : reported) {
+        if (!x86::has(f)) continue;
+        if (fw.size()) fw.put(',');
+        fw.put(x86::feature_name(f));
+    }
+    w.field("features", fw.size() ? fw.str() : Str("none"));
+    if (tsc_freq.khz) w.field("tsc_khz", tsc_freq.khz);
+    else w.field("tsc_khz", "unknown");
+    w.field("tsc_src", tsc_freq.source);
+    w.field("llc", llc).field("line", line);
+    w.field("ram_end", boot.ram_end).hex("arena", uint64_t(arena.base)).field("arena_bytes", arena.bytes);
+    w.hex("pat", Paging::pat());
+    w.field("pmu", Pmu::available() ? Pmu::kind() : "unavailable");
+    if (!Pmu::available()) w.field("pmu_reason", Pmu::unavailable_reason());
+    else {
+        char names[64];
+        FixedWriter nw(names, sizeof names);
+        for (int i = 0; i < Pmu::count(); ++i) {
+            if (i) nw.put(',');
+            nw.put(Pmu::name(i));
+        }
+        w.field("pmu_counters", nw.str());
+    }
+    w.field("overhead", tsc_overhead);
+    Records::emit(w);
+}
+
+void emit_config() {
+    Writer w("config");
+    char buf[256];
+    FixedWriter pw(buf, sizeof buf);
+    for (size_t i = 0; i < config.pattern_count; ++i) {
+        if (i) pw.put(',');
+        pw.put(kPatterns[config.pattern_order[i]].name);
+    }
+    w.field("patterns", pw.str());
+    uint64_t fps[Config::kMaxFootprints];
+    for (size_t i = 0; i < config.footprint_count; ++i) {
+        bool ok;
+        fps[i] = resolve_footprint(config.footprints[i], llc, ok);
+    }
+    w.list("footprints", fps, config.footprint_count);
+    w.field("reps", config.reps).field("warmup", config.warmup).field("phases", config.phases);
+    Records::emit(w);
+}
+
+void emit_samples(uint64_t id, uint32_t n) {
+    for (uint32_t from = 0; from < n; from += wire::kSamplesPerRecord) {
+        uint32_t k = n - from < wire::kSamplesPerRecord ? n - from : uint32_t(wire::kSamplesPerRecord);
+        Writer w("samples");
+        w.field("id", id).field("seq", from).list("tsc", tsc_samples + from, k);
+        for (int c = 0; c < Pmu::count(); ++c) w.list(Pmu::name(c), pmc_samples[c] + from, k);
+        Records::emit(w);
+    }
+}
+
+void emit_end(uint64_t id, const char* status, uint32_t n, const char* reason = nullptr) {
+    Writer w("end");
+    w.field("id", id).field("status", status).field("n", n).field("warmup", config.warmup);
+    w.field("overhead", tsc_overhead);
+    if (reason) w.field("reason", reason);
+    if (!Pmu::available()) w.field("pmu", "unavailable").field("pmu_reason", Pmu::unavailable_reason());
+    Records::emit(w);
+}
+
+// Long cells stay visibly alive for the host's watchdog, without a record inside a timed region.
+void maybe_tick(uint64_t id, uint32_t rep, uint64_t& last) {
+    uint64_t now = x86::tsc_begin();
+    uint64_t period = tsc_freq.khz ? tsc_freq.khz * 1000 : 3000000000ull;
+    if (now - last < period) return;
+    last = now;
+    Records::emit(Writer("tick").field("id", id).field("rep", rep));
+}
+
+// Warm-up plus measured repetitions; returns how many samples it stored. The bracket: prepare
+// (untimed), counters, barrier, TSC, body, TSC, barrier, counters.
+template <bool kRdtscp>
+uint32_t measure(uint64_t id, const Pattern& p, const Buffer& buf) {
+    uint32_t total = config.warmup + config.reps, stored = 0;
+    uint64_t last_tick = x86::tsc_begin();
+    for (uint32_t r = 0; r < total; ++r) {
+        uint64_t c0[Pmu::kMaxCounters], c1[Pmu::kMaxCounters];
+        p.prepare(buf);
+        Pmu::read(c0);
+        x86::compiler_barrier();
+        uint64_t t0 = x86::tsc_begin();
+        p.body(buf);
+        uint64_t t1 = x86::tsc_end<kRdtscp>();
+        x86::compiler_barrier();
+        Pmu::read(c1);
+        if (r >= config.warmup) {
+            tsc_samples[stored] = t1 - t0;
+            for (int c = 0; c < Pmu::count(); ++c) pmc_samples[c][stored] = c1[c] - c0[c];
+            ++stored;
+        }
+        maybe_tick(id, r, last_tick);
+    }
+    return stored;
+}
+
+void run_cell(uint32_t phase, const Pattern& p, uint64_t footprint, bool resolved) {
+    uint64_t id = tally.cells++;
+    Writer w("cell");
+    w.field("id", id).field("phase", phase).field("pattern", p.name).field("footprint", footprint);
+    w.field("reps", config.reps).field("warmup", config.warmup).field("unit", unit_name(p.unit));
+    Records::emit(w);
+
+    size_t index = size_t(&p - kPatterns);
+    if (config.skipped[index]) {
+        ++tally.skipped;
+        return emit_end(id, "skipped", 0, config.skip_reason[index]);
+    }
+    if (!x86::has(p.needs)) {
+        ++tally.unsupported;
+        char why[40];
+        FixedWriter r(why, sizeof why - 1);
+        r.put("cpu-lacks-");
+        r.put(x86::feature_name(p.needs));
+        why[r.size()] = 0;
+        return emit_end(id, "unsupported", 0, why);
+    }
+    if (!resolved) {
+        ++tally.unsupported;
+        return emit_end(id, "unsupported", 0, "llc-size-unknown");
+    }
+    if (footprint > arena.bytes) {
+        ++tally.unsupported;
+        return emit_end(id, "unsupported", 0, "footprint-exceeds-guest-ram");
+    }
+
+    Buffer buf{arena.base, footprint, line};
+    volatile uint32_t stored = 0;
+    if (FB_TRY()) {
+        stored = has_rdtscp ? measure<true>(id, p, buf) : measure<false>(id, p, buf);
+        Recovery::set_armed(false);
+    } else {
+        const FaultInfo& f = Recovery::last();
+        Writer fw("fault");
+        fw.field("id", id).field("pattern", p.name).field("vector", f.vector).hex("error", f.error_code);
+        fw.hex("rip", f.rip).hex("cr2", f.cr2);
+        Records::emit(fw);
+        if (f.vector == vector::invalid_opcode) {
+            ++tally.unsupported;
+            return emit_end(id, "unsupported", 0, "invalid-opcode-exception");
+        }
+        ++tally.fault;
+        return emit_end(id, "fault", 0, "exception-in-cell");
+    }
+    emit_samples(id, stored);
+    ++tally.ok;
+    emit_end(id, "ok", stored);
+}
+
+void run_phase(uint32_t phase) {
+    Records::emit(Writer("phase").field("index", phase));
+    for (size_t i = 0; i < config.pattern_count; ++i) {
+        const Pattern& p = kPatterns[config.pattern_order[i]];
+        if (!p.uses_footprint) {
+            run_cell(phase, p, 0, true);
+            continue;
+        }
+        for (size_t f = 0; f < config.footprint_count; ++f) {
+            bool resolved;
+            uint64_t bytes = resolve_footprint(config.footprints[f], llc, resolved);
+            run_cell(phase, p, bytes, resolved);
+        }
+    }
+}
+
+}  // namespace
+
+// Called by every exception stub. Inside a cell, jump back to the runner; outside, the kernel
+// itself is broken: say where, and stop with a status that says so.
+extern "C" void isr_dispatch(ExceptionFrame* f) {
+    if (f->vector == vector::nmi) return;
+    Recovery::last() = {f->vector, f->error_code, f->rip, f->vector == vector::page_fault ? read_cr2() : 0};
+    if (JmpBuf* p = Recovery::point()) {
+        Recovery::set_armed(false);
+        fb_longjmp(p, 1);
+    }
+    Records::emit(Writer("panic").field("vector", f->vector).hex("error", f->error_code).hex("rip", f->rip));
+    stop(boot::ExitCode::panic);
+}
+
+extern "C" [[noreturn]] void kmain(uint32_t entry_kind, uint64_t info) {
+    Entry entry = Entry(entry_kind);
+    BootFacts boot = read_boot_facts(entry, info);
+    Records::use_port(boot.record_port);
+    if (!boot.record_port) Serial::init();
+    Idt::init();
+    Paging::init();
+    Serial::write("flushbench guest: booted\n");  // for people watching a console; not a record
+
+    if (boot.problem) {
+        Records::emit(Writer("error").field("msg", boot.problem));
+        stop(boot::ExitCode::panic);
+    }
+    ConfigError err = parse_config(boot.cmdline, config);
+    if (err.message) {
+        Records::emit(Writer("error").field("msg", err.message).field("token", err.token));
+        stop(boot::ExitCode::bad_config);
+    }
+
+    uint64_t base = (reinterpret_cast<uint64_t>(__image_end) + Paging::kPageBytes - 1) & ~(Paging::kPageBytes - 1);
+    if (boot.ram_end <= base) {
+        Records::emit(Writer("error").field("msg", "guest-ram-too-small").field("ram_end", boot.ram_end));
+        stop(boot::ExitCode::panic);
+    }
+    arena = {reinterpret_cast<volatile uint8_t*>(base), boot.ram_end - base, 0};
+    line = x86::clflush_line_bytes();
+    llc = x86::llc_bytes();
+    tsc_freq = x86::tsc_frequency();
+    Pmu::init(config.pmu);
+    has_rdtscp = x86::has(x86::Feature::rdtscp);
+    tsc_overhead = has_rdtscp ? calibrate_overhead<true>() : calibrate_overhead<false>();
+    emit_hello(boot);
+    emit_config();
+
+    for (uint32_t phase = 0; phase < config.phases; ++phase) run_phase(phase);
+
+    Writer s("summary");
+    s.field("cells", tally.cells).field("ok", tally.ok).field("unsupported", tally.unsupported);
+    s.field("fault", tally.fault).field("skipped", tally.skipped);
+    Records::emit(s);
+    stop(boot::ExitCode::done);
+}
+
+}  // namespace fb::guest
