@@ -48,33 +48,31 @@ public:
         out_.put(type);
     }
     constexpr Writer& field(Str key, Str value) {
-        begin(key);
-        for (size_t i = 0; i < value.n && i < kMaxValue; ++i) out_.put(is_value_char(value[i]) ? value[i] : '_');
+        if (begin(key))
+            for (size_t i = 0; i < value.n && i < kMaxValue; ++i) out_.put(is_value_char(value[i]) ? value[i] : '_');
         return *this;
     }
     constexpr Writer& field(Str key, uint64_t value) {
-        begin(key);
-        out_.put_u64(value);
+        if (begin(key)) out_.put_u64(value);
         return *this;
     }
     constexpr Writer& hex(Str key, uint64_t value) {
-        begin(key);
-        out_.put("0x");
-        out_.put_hex(value);
+        if (begin(key)) out_.put("0x"), out_.put_hex(value);
         return *this;
     }
     constexpr Writer& list(Str key, const uint64_t* values, size_t count) {
-        begin(key);
+        if (!begin(key)) return *this;
         for (size_t i = 0; i < count; ++i) {
             if (i) out_.put(',');
             out_.put_u64(values[i]);
         }
         return *this;
     }
-    // Seals the record; returns the whole line including "\n". An overlong record is cut at a
-    // field boundary and marked truncated=1, so the host sees a valid record that says so.
+    // Seals the record; returns the whole line including "\n". A record with too many or too long
+    // fields is cut at a field boundary and marked truncated=1: the host sees a valid record that
+    // says so, never a corrupt one.
     constexpr Str finish() {
-        if (out_.overflowed() || out_.size() > kMaxLine - 32) {
+        if (truncated_ || out_.overflowed() || out_.size() > kMaxLine - 32) {
             out_.truncate(last_field_end_);
             out_.put(" truncated=1");
         }
@@ -87,15 +85,24 @@ public:
     }
 
 private:
-    constexpr void begin(Str key) {
-        if (!out_.overflowed() && out_.size() <= kMaxLine - 32) last_field_end_ = out_.size();
+    // Returns false once the record is full (one field is kept in reserve for "truncated").
+    constexpr bool begin(Str key) {
+        if (truncated_ || fields_ == kMaxFields - 1 || out_.overflowed() || out_.size() > kMaxLine - 32) {
+            if (!truncated_ && !out_.overflowed() && out_.size() <= kMaxLine - 32) last_field_end_ = out_.size();
+            truncated_ = true;
+            return false;
+        }
+        last_field_end_ = out_.size();
+        ++fields_;
         out_.put(' ');
         out_.put(key);
         out_.put('=');
+        return true;
     }
     char buf_[kMaxLine] = {};
     FixedWriter out_;
-    size_t last_field_end_ = 0;
+    size_t last_field_end_ = 0, fields_ = 0;
+    bool truncated_ = false;
 };
 
 // ---- Parser (host side) ---------------------------------------------------------------------

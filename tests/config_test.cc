@@ -1,0 +1,106 @@
+// The run-configuration parser the guest uses on its command line (common/config.h).
+#include "common/config.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace fb {
+namespace {
+
+std::string name_at(const Config& c, size_t i) { return kPatterns[c.pattern_order[i]].name; }
+
+TEST(Config, DefaultsRunEveryPatternOverTheDefaultFootprints) {
+    Config c;
+    ConfigError e = parse_config("", c);
+    ASSERT_EQ(e.message, nullptr);
+    EXPECT_EQ(c.pattern_count, kPatternCount);
+    EXPECT_EQ(c.reps, 31u);
+    EXPECT_EQ(c.warmup, 3u);
+    EXPECT_EQ(c.phases, 1u);
+    EXPECT_TRUE(c.pmu);
+    ASSERT_GE(c.footprint_count, 2u);
+    EXPECT_EQ(c.footprints[0].bytes, 0u);
+    // The defaults reach at least twice the LLC.
+    EXPECT_EQ(c.footprints[c.footprint_count - 1].llc_times, 2u);
+}
+
+TEST(Config, ParsesTheDocumentedExample) {
+    Config c;
+    ConfigError e = parse_config("patterns=wbinvd,clflush footprints=4K,1M,64M,2xLLC reps=7 warmup=2 phases=3 pmu=off", c);
+    ASSERT_EQ(e.message, nullptr) << e.message;
+    ASSERT_EQ(c.pattern_count, 2u);
+    EXPECT_EQ(name_at(c, 0), "wbinvd");
+    EXPECT_EQ(name_at(c, 1), "clflush");
+    ASSERT_EQ(c.footprint_count, 4u);
+    EXPECT_EQ(c.footprints[0].bytes, 4096u);
+    EXPECT_EQ(c.footprints[1].bytes, 1u << 20);
+    EXPECT_EQ(c.footprints[2].bytes, 64u << 20);
+    EXPECT_EQ(c.footprints[3].llc_times, 2u);
+    EXPECT_EQ(c.reps, 7u);
+    EXPECT_EQ(c.warmup, 2u);
+    EXPECT_EQ(c.phases, 3u);
+    EXPECT_FALSE(c.pmu);
+}
+
+TEST(Config, IgnoresTheImagePathGrubPrepends) {
+    Config c;
+    ConfigError e = parse_config("/boot/flushbench-guest.elf reps=5", c);
+    ASSERT_EQ(e.message, nullptr);
+    EXPECT_EQ(c.reps, 5u);
+}
+
+TEST(Config, SkipRecordsWhy) {
+    Config c;
+    ASSERT_EQ(parse_config("skip=clwb:hangs-on-kvm_pvm,wbnoinvd", c).message, nullptr);
+    size_t clwb = size_t(find_pattern("clwb") - kPatterns), wbnoinvd = size_t(find_pattern("wbnoinvd") - kPatterns);
+    EXPECT_TRUE(c.skipped[clwb]);
+    EXPECT_STREQ(c.skip_reason[clwb], "hangs-on-kvm_pvm");
+    EXPECT_TRUE(c.skipped[wbnoinvd]);
+    EXPECT_STREQ(c.skip_reason[wbnoinvd], "excluded");
+}
+
+struct Bad {
+    const char* cmdline;
+    const char* token;
+};
+
+class ConfigRejects : public ::testing::TestWithParam<Bad> {};
+
+TEST_P(ConfigRejects, WithAMessageAndTheOffendingToken) {
+    Config c;
+    ConfigError e = parse_config(GetParam().cmdline, c);
+    ASSERT_NE(e.message, nullptr) << GetParam().cmdline;
+    EXPECT_EQ(std::string(e.token.p, e.token.n), GetParam().token);
+}
+
+INSTANTIATE_TEST_SUITE_P(BadInput, ConfigRejects,
+                         ::testing::Values(Bad{"patterns=wbinvd,bogus", "bogus"}, Bad{"patterns=nop,nop", "nop"},
+                                           Bad{"footprints=4X", "4X"}, Bad{"footprints=0xLLC", "0xLLC"},
+                                           Bad{"footprints=99999999999999999999", "99999999999999999999"},
+                                           Bad{"reps=0", "0"}, Bad{"reps=100001", "100001"},
+                                           Bad{"warmup=-1", "-1"}, Bad{"phases=9", "9"},
+                                           Bad{"colour=blue", "colour=blue"}, Bad{"reps=3 stray", "stray"},
+                                           Bad{"reps=", "reps="}, Bad{"pmu=maybe", "pmu=maybe"},
+                                           Bad{"skip=nosuch", "nosuch"}));
+
+TEST(Config, ResolvesLlcMultiples) {
+    bool ok;
+    EXPECT_EQ(resolve_footprint({0, 2}, 32u << 20, ok), 64u << 20);
+    EXPECT_TRUE(ok);
+    resolve_footprint({0, 2}, 0, ok);
+    EXPECT_FALSE(ok);  // LLC unknown: the guest reports the cell unsupported instead of guessing
+    EXPECT_EQ(resolve_footprint({4096, 0}, 0, ok), 4096u);
+    EXPECT_TRUE(ok);
+}
+
+TEST(Patterns, NamesAreUniqueAndFindable) {
+    for (size_t i = 0; i < kPatternCount; ++i) {
+        EXPECT_EQ(find_pattern(kPatterns[i].name), &kPatterns[i]);
+        for (size_t j = i + 1; j < kPatternCount; ++j) EXPECT_STRNE(kPatterns[i].name, kPatterns[j].name);
+    }
+    EXPECT_EQ(find_pattern("nosuch"), nullptr);
+}
+
+}  // namespace
+}  // namespace fb
