@@ -2,7 +2,7 @@
 // direct entry's boot info) and as the host composes it. One parser, used by both sides:
 //
 //   patterns=wbinvd,clflush footprints=0,4K,1M,2xLLC reps=31 warmup=3 skip=clwb:hangs-here
-//   pmu=auto|off phases=1
+//   pmu=auto|off phases=1 from=0
 //
 // A first token without "=" is the image path GRUB prepends, and is ignored.
 #pragma once
@@ -28,6 +28,7 @@ struct Config {
     uint32_t reps = 31;
     uint32_t warmup = 3;
     uint32_t phases = 1;  // the built-in VMM toggles snoop-control mode between phases
+    uint32_t from = 0;    // first cell id to run: the host resumes a plan after a hung cell
     bool pmu = true;
     bool skipped[kPatternCount] = {};
     char skip_reason[kPatternCount][kMaxReasonLen + 1] = {};
@@ -145,17 +146,26 @@ inline ConfigError parse_config(Str cmdline, Config& c) {
         else if (key == Str("reps")) e = set_count(value, 1, Config::kMaxReps, c.reps, "reps must be 1-100000");
         else if (key == Str("warmup")) e = set_count(value, 0, Config::kMaxWarmup, c.warmup, "warmup must be 0-10000");
         else if (key == Str("phases")) e = set_count(value, 1, Config::kMaxPhases, c.phases, "phases must be 1-8");
+        else if (key == Str("from")) e = set_count(value, 0, 1u << 30, c.from, "from must be a cell id");
         else if (key == Str("skip")) e = set_skips(c, value);
         else if (key == Str("pmu")) {
             if (value == Str("auto")) c.pmu = true;
             else if (value == Str("off")) c.pmu = false;
             else e = {"pmu must be auto or off", w};
         } else {
-            e = {"unknown key (patterns, footprints, reps, warmup, phases, skip, pmu)", w};
+            e = {"unknown key (patterns, footprints, reps, warmup, phases, from, skip, pmu)", w};
         }
         if (e.message) return e;
     }
     return {};
+}
+
+// Cells per phase: footprint patterns once per footprint, the others once. Cell ids run
+// phase-major, then in pattern order, then footprint order; host and guest both rely on it.
+inline uint32_t cells_per_phase(const Config& c) {
+    uint32_t n = 0;
+    for (size_t i = 0; i < c.pattern_count; ++i) n += kPatterns[c.pattern_order[i]].uses_footprint ? uint32_t(c.footprint_count) : 1;
+    return n;
 }
 
 // Footprint in bytes for this CPU; 0 with ok=false when NxLLC is asked but the LLC is unknown.

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 namespace fb {
 
 // corrupt: the guest's records for this cell failed their checksum or contradicted each other.
@@ -61,6 +63,7 @@ struct Cell {
     std::string guest_pmu_unavailable;                       // reason, when guest_pmu is empty
     std::optional<GuestFault> fault;
     std::string last_output;     // tail of guest output, kept for hung/crashed cells
+    nlohmann::json extra = nlohmann::json::object();  // backend facts: KVM stats deltas, exit counts
 };
 
 }  // namespace fb

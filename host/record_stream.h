@@ -43,6 +43,8 @@ public:
     // Cells the guest announced but never began, by (phase, pattern, footprint) order, are the
     // runner's business: it knows the plan.
     uint64_t cells_done() const { return cells_done_; }
+    // The guest's id of the open cell (meaningful while open_cell() has a value).
+    uint64_t open_cell_id() const { return open_id_; }
 
     struct Health {
         uint64_t records = 0, noise_lines = 0, corrupt_lines = 0, protocol_errors = 0;

@@ -82,7 +82,8 @@ INSTANTIATE_TEST_SUITE_P(BadInput, ConfigRejects,
                                            Bad{"warmup=-1", "-1"}, Bad{"phases=9", "9"},
                                            Bad{"colour=blue", "colour=blue"}, Bad{"reps=3 stray", "stray"},
                                            Bad{"reps=", "reps="}, Bad{"pmu=maybe", "pmu=maybe"},
-                                           Bad{"skip=nosuch", "nosuch"}));
+                                           Bad{"skip=nosuch", "nosuch"}),
+                         [](const ::testing::TestParamInfo<Bad>& info) { return std::to_string(info.index); });
 
 TEST(Config, ResolvesLlcMultiples) {
     bool ok;

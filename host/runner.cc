@@ -1,0 +1,621 @@
+#include "host/runner.h"
+
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <numeric>
+#include <optional>
+#include <stdexcept>
+
+#include <fmt/format.h>
+
+#include "common/boot.h"
+#include "common/config.h"
+#include "common/x86/cpu.h"
+#include "host/elf_image.h"
+#include "host/kvm_vfio_device.h"
+#include "host/probe.h"
+#include "host/qemu_guest.h"
+#include "host/record_stream.h"
+#include "host/results.h"
+#include "host/vfio_sysfs.h"
+#include "host/vmm_guest.h"
+
+namespace fb {
+namespace fs = std::filesystem;
+using nlohmann::json;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct UsageError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+struct EnvironmentError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+// Signal handlers may only store to atomics: the boots poll these.
+std::atomic<bool> g_interrupted{false};
+std::atomic<QemuGuest*> g_qemu{nullptr};
+std::atomic<VmmGuest*> g_vmm{nullptr};
+
+void on_signal(int) {
+    g_interrupted.store(true);
+    if (QemuGuest* q = g_qemu.load()) q->stop();
+    if (VmmGuest* v = g_vmm.load()) v->stop();
+}
+
+class SignalScope {
+public:
+    SignalScope() {
+        struct sigaction sa {};
+        sa.sa_handler = on_signal;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGINT, &sa, &old_int_);
+        sigaction(SIGTERM, &sa, &old_term_);
+    }
+    ~SignalScope() {
+        sigaction(SIGINT, &old_int_, nullptr);
+        sigaction(SIGTERM, &old_term_, nullptr);
+    }
+
+private:
+    struct sigaction old_int_ {}, old_term_ {};
+};
+
+bool kvm_usable(std::string& why) {
+    int fd = ::open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        why = errno == ENOENT ? "/dev/kvm does not exist (load kvm_intel or kvm_amd, or enable virtualization in firmware)"
+                              : fmt::format("/dev/kvm: {} (run as root or add yourself to the kvm group)", strerror(errno));
+        return false;
+    }
+    ::close(fd);
+    return true;
+}
+
+// The rate the guest's TSC ticks at, as KVM sets it for a new vCPU (the host TSC unless scaled).
+uint64_t kvm_tsc_khz(int vcpu_fd) {
+    int khz = ioctl(vcpu_fd, KVM_GET_TSC_KHZ, 0);
+    return khz > 0 ? uint64_t(khz) : 0;
+}
+
+uint64_t scratch_vm_tsc_khz() {
+    int kvm = ::open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    if (kvm < 0) return 0;
+    uint64_t khz = 0;
+    int vm = ioctl(kvm, KVM_CREATE_VM, 0);
+    if (vm >= 0) {
+        int vcpu = ioctl(vm, KVM_CREATE_VCPU, 0);
+        if (vcpu >= 0) khz = kvm_tsc_khz(vcpu), ::close(vcpu);
+        ::close(vm);
+    }
+    ::close(kvm);
+    return khz;
+}
+
+std::string utc_stamp() {
+    char buf[32];
+    std::time_t now = std::time(nullptr);
+    std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", std::gmtime(&now));
+    return buf;
+}
+
+// One boot's end, whatever ran it.
+struct BootEnd {
+    enum class Kind { exited, hung, crashed, interrupted, failed } kind = Kind::failed;
+    uint32_t exit_code = 0;
+    std::string detail;
+};
+
+struct Phase {
+    std::string mode;   // coherent, noncoherent
+    std::string label;  // the results' mode: coherent, noncoherent, coherent-repeat
+};
+
+// Everything one run needs, resolved and checked before anything boots.
+struct Plan {
+    std::string backend;   // kvm, qemu-kvm, qemu-tcg
+    bool emulated = false;
+    Config config;         // what the guest will parse (checked here with the same parser)
+    std::string cmdline;   // patterns/footprints/reps/warmup/skip: the guest's command line
+    std::vector<std::vector<Phase>> boots;  // kvm: one boot with every phase; qemu: one boot per mode
+    uint64_t mem_bytes = 0;
+    uint64_t tsc_khz = 0;
+    std::string tsc_khz_source;
+    std::string image;
+    std::optional<VfioFileInfo> vfio, vfio_baseline;
+};
+
+std::vector<Phase> phases_for(const std::string& mode) {
+    if (mode == "coherent") return {{"coherent", "coherent"}};
+    if (mode == "noncoherent") return {{"noncoherent", "noncoherent"}};
+    // A/B/A: the repeat shows whether the first phase's numbers held (drift, warm-up).
+    return {{"coherent", "coherent"}, {"noncoherent", "noncoherent"}, {"coherent", "coherent-repeat"}};
+}
+
+const char* kSnoopControlHelp =
+    "KVM executes a guest WBINVD for real only while a VFIO file whose devices lack IOMMU snoop control "
+    "(Intel VT-d ECAP bit 7 clear, or an mdev device, which has no IOMMU) is attached to the VM. "
+    "Pass --vfio /dev/vfio/N (a group) or /dev/vfio/devices/vfioX (a device cdev): bind a device to vfio-pci, "
+    "or create an mdev (modprobe mtty; echo $(uuidgen) > /sys/class/mdev_bus/mtty/mdev_supported_types/mtty-2/create). "
+    "See `flushbench probe`.";
+
+Plan make_plan(const RunOptions& o) {
+    Plan plan;
+    // Backend.
+    std::string kvm_why;
+    bool have_kvm = kvm_usable(kvm_why);
+    plan.backend = o.backend;
+    if (plan.backend == "auto") {
+        plan.backend = have_kvm ? "kvm" : "qemu-tcg";
+        if (!have_kvm) fmt::print(stderr, "warning: {}; falling back to qemu-tcg, whose timings are emulated\n", kvm_why);
+    }
+    if (plan.backend != "kvm" && plan.backend != "qemu-kvm" && plan.backend != "qemu-tcg")
+        throw UsageError(fmt::format("unknown backend '{}': use auto, kvm, qemu-kvm or qemu-tcg", o.backend));
+    if (plan.backend != "qemu-tcg" && !have_kvm) throw EnvironmentError(fmt::format("backend {} needs KVM: {}", plan.backend, kvm_why));
+    if (plan.backend != "kvm" && QemuGuest::which("qemu-system-x86_64").empty())
+        throw EnvironmentError("qemu-system-x86_64 not found: install it with `apt-get install qemu-system-x86`");
+    plan.emulated = plan.backend == "qemu-tcg";
+    if (o.mode != "coherent" && o.mode != "noncoherent" && o.mode != "both")
+        throw UsageError(fmt::format("unknown mode '{}': use coherent, noncoherent or both", o.mode));
+    if (o.migrate_ms && plan.backend != "kvm") throw UsageError("--migrate-ms needs --backend kvm (QEMU's vCPU threads are its own)");
+
+    // The guest's configuration, checked with the guest's own parser.
+    plan.cmdline = fmt::format("patterns={} footprints={} reps={} warmup={}", o.patterns, o.footprints, o.reps, o.warmup);
+    if (!o.skip.empty()) plan.cmdline += " skip=" + o.skip;
+    ConfigError err = parse_config(Str(plan.cmdline.c_str()), plan.config);
+    if (err.message) throw UsageError(fmt::format("{}: '{}'", err.message, std::string(err.token.p, err.token.n)));
+
+    // Guest RAM: the largest footprint plus room for the kernel and its tables.
+    uint64_t llc = x86::llc_bytes(), largest = 0;
+    for (size_t i = 0; i < plan.config.footprint_count; ++i) {
+        bool ok;
+        uint64_t b = resolve_footprint(plan.config.footprints[i], llc, ok);
+        largest = std::max(largest, ok ? b : 0);
+    }
+    constexpr uint64_t kKernelRoom = 64ull << 20, kMaxRam = 3ull << 30;
+    uint64_t need = (largest + kKernelRoom + (2ull << 20) - 1) & ~((2ull << 20) - 1);
+    plan.mem_bytes = o.mem_mib ? o.mem_mib << 20 : std::max<uint64_t>(need, 256ull << 20);
+    if (need > kMaxRam)
+        throw UsageError(fmt::format("footprint of {} MiB does not fit the guest's {} MiB limit: choose smaller --footprints",
+                                     largest >> 20, (kMaxRam - kKernelRoom) >> 20));
+    if (plan.mem_bytes > kMaxRam) throw UsageError(fmt::format("--mem-mib above {}: the guest maps RAM below 3 GiB", kMaxRam >> 20));
+    if (plan.mem_bytes < need)
+        throw UsageError(fmt::format("--mem-mib {} is too small for a {} MiB footprint: use at least {}", o.mem_mib, largest >> 20, need >> 20));
+
+    // Snoop-control modes.
+    auto check_file = [&](const std::string& path, const char* flag) {
+        VfioFileInfo info = describe_vfio_file(path);
+        if (info.kind == VfioFileKind::not_vfio)
+            throw UsageError(fmt::format("{} {} is not a VFIO group or device file: pass /dev/vfio/N or /dev/vfio/devices/vfioX", flag, path));
+        if (!fs::exists(path)) throw EnvironmentError(fmt::format("{} {} does not exist: {}", flag, path, kSnoopControlHelp));
+        return info;
+    };
+    if (!o.vfio.empty()) {
+        if (plan.backend != "kvm") throw UsageError("--vfio needs --backend kvm; QEMU backends take --vfio-pci BDF");
+        plan.vfio = check_file(o.vfio, "--vfio");
+        if (plan.vfio->verdict == Coherency::coherent)
+            throw EnvironmentError(fmt::format("--vfio {} is coherent (its IOMMU enforces snoop control), so attaching it would not "
+                                               "change how KVM handles WBINVD. {}", o.vfio, plan.vfio->fix.empty() ? kSnoopControlHelp : plan.vfio->fix));
+        if (plan.vfio->verdict == Coherency::unknown)
+            fmt::print(stderr, "warning: coherency of {} is unknown ({}); results are labelled with that\n", o.vfio, plan.vfio->explanation);
+    }
+    if (!o.vfio_baseline.empty()) {
+        if (plan.backend != "kvm") throw UsageError("--vfio-baseline needs --backend kvm");
+        plan.vfio_baseline = check_file(o.vfio_baseline, "--vfio-baseline");
+        if (plan.vfio_baseline->verdict == Coherency::noncoherent)
+            throw UsageError(fmt::format("--vfio-baseline {} is non-coherent: the baseline must be a coherent file", o.vfio_baseline));
+    }
+    bool wants_nc = o.mode != "coherent";
+    if (wants_nc && plan.backend == "kvm" && !plan.vfio)
+        throw EnvironmentError(fmt::format("--mode {} needs --vfio FILE. {}", o.mode, kSnoopControlHelp));
+    if (wants_nc && plan.backend != "kvm" && o.vfio_pci.empty())
+        throw EnvironmentError(fmt::format("--mode {} on {} needs --vfio-pci BDF of a device without snoop control. {}", o.mode, plan.backend, kSnoopControlHelp));
+    if (!o.vfio_pci.empty() && plan.backend == "kvm") throw UsageError("--vfio-pci is for the qemu backends; the kvm backend takes --vfio FILE");
+
+    auto phases = phases_for(o.mode);
+    if (plan.backend == "kvm") plan.boots.push_back(phases);
+    else
+        for (auto& p : phases)
+            if (p.label != "coherent-repeat") plan.boots.push_back({p});
+
+    plan.image = o.image.empty() ? default_guest_image() : o.image;
+    if (!fs::exists(plan.image))
+        throw EnvironmentError(fmt::format("guest image {} not found: build it with `cmake --build build` or pass --image", plan.image));
+    return plan;
+}
+
+// Labels, progress and persistence for every cell, in the order they finish.
+class CellSink {
+public:
+    CellSink(ResultsWriter& results, const Plan& plan, bool quiet) : results_(results), plan_(plan), quiet_(quiet) {
+        total_ = cells_per_phase(plan.config) * uint32_t(std::accumulate(plan.boots.begin(), plan.boots.end(), size_t{0},
+                                                                         [](size_t n, const auto& b) { return n + b.size(); }));
+        done_ = uint32_t(results.cells().size());
+    }
+
+    void add(Cell c, const Phase& phase, uint64_t tsc_khz) {
+        c.backend = plan_.backend;
+        c.mode = phase.label;
+        c.emulated = plan_.emulated;
+        if (!c.tsc_khz) c.tsc_khz = tsc_khz;
+        results_.add(c);
+        ++done_;
+        ++counts_[c.status];
+        if (!quiet_) print(c);
+    }
+
+    uint32_t done() const { return done_; }
+    uint32_t total() const { return total_; }
+    const std::map<CellStatus, uint32_t>& counts() const { return counts_; }
+
+private:
+    void print(const Cell& c) {
+        std::string what;
+        if (c.status == CellStatus::ok) {
+            std::vector<uint64_t> v = c.tsc;
+            std::nth_element(v.begin(), v.begin() + long(v.size() / 2), v.end());
+            double med = double(v[v.size() / 2]) - double(c.tsc_overhead);
+            what = fmt::format("median {:>12.0f} cycles net", med);
+            if (c.tsc_khz) what += fmt::format(" ({:.2f} us)", med / double(c.tsc_khz) * 1000.0);
+            if (c.emulated) what += " [emulated]";
+        } else {
+            what = c.reason;
+        }
+        fmt::print(stderr, "[{:>4}/{}] {:<8} {:<16} {:<10} {:>10} B  {:<11} {}\n", done_, total_, c.backend, c.mode, c.pattern,
+                   c.footprint_bytes, to_string(c.status), what);
+    }
+
+    ResultsWriter& results_;
+    const Plan& plan_;
+    bool quiet_;
+    uint32_t done_ = 0, total_ = 0;
+    std::map<CellStatus, uint32_t> counts_;
+};
+
+// Cells a boot never got to, so that none goes missing from the results.
+std::vector<Cell> cells_from(const Plan& plan, uint32_t first_id, uint32_t phase_count) {
+    std::vector<Cell> out;
+    uint64_t llc = x86::llc_bytes();
+    uint32_t id = 0;
+    for (uint32_t ph = 0; ph < phase_count; ++ph)
+        for (size_t i = 0; i < plan.config.pattern_count; ++i) {
+            const Pattern& p = kPatterns[plan.config.pattern_order[i]];
+            size_t n = p.uses_footprint ? plan.config.footprint_count : 1;
+            for (size_t f = 0; f < n; ++f, ++id) {
+                if (id < first_id) continue;
+                bool ok;
+                Cell c;
+                c.pattern = p.name;
+                c.footprint_bytes = p.uses_footprint ? resolve_footprint(plan.config.footprints[f], llc, ok) : 0;
+                c.phase = ph;
+                c.unit = unit_name(p.unit);
+                out.push_back(std::move(c));
+            }
+        }
+    return out;
+}
+
+// Drives the KVM-VFIO device between phases, on the vCPU thread while the vCPU is stopped.
+class SnoopControl {
+public:
+    SnoopControl(Vm& vm, const Plan& plan) {
+        if (!KvmVfioDevice::supported(vm)) {
+            if (plan.vfio) throw EnvironmentError("this KVM cannot create a KVM-VFIO device (KVM_CREATE_DEVICE type 4 failed)");
+            return;
+        }
+        device_ = std::make_unique<KvmVfioDevice>(vm);
+        auto open_file = [](const std::string& path) {
+            int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+            if (fd < 0) throw EnvironmentError(fmt::format("cannot open {}: {} (is it bound to vfio and are you root?)", path, strerror(errno)));
+            return fd;
+        };
+        if (plan.vfio) nc_fd_ = open_file(plan.vfio->path);
+        if (plan.vfio_baseline) {
+            baseline_fd_ = open_file(plan.vfio_baseline->path);
+            attach(baseline_fd_, plan.vfio_baseline->path);
+        }
+    }
+    ~SnoopControl() {
+        if (nc_fd_ >= 0) ::close(nc_fd_);
+        if (baseline_fd_ >= 0) ::close(baseline_fd_);
+    }
+    bool device_created() const { return device_ != nullptr; }
+
+    void enter(const Phase& phase, const Plan& plan) {
+        bool want_nc = phase.mode == "noncoherent";
+        if (want_nc && !nc_attached_) attach(nc_fd_, plan.vfio->path), nc_attached_ = true;
+        if (!want_nc && nc_attached_) device_->del_file(nc_fd_), nc_attached_ = false;
+    }
+
+private:
+    void attach(int fd, const std::string& path) {
+        try {
+            device_->add_file(fd);
+        } catch (const KvmVfioError& e) {
+            if (e.kind() == VfioFileError::not_vfio_file)
+                throw UsageError(fmt::format("{} is not a VFIO file (the kernel said EINVAL): pass /dev/vfio/N or /dev/vfio/devices/vfioX", path));
+            throw EnvironmentError(fmt::format("attaching {} to the KVM-VFIO device failed: {}", path, e.what()));
+        }
+    }
+    std::unique_ptr<KvmVfioDevice> device_;
+    int nc_fd_ = -1, baseline_fd_ = -1;
+    bool nc_attached_ = false;
+};
+
+json stats_delta(const KvmStats& before, const KvmStats& after) {
+    json d = json::object();
+    for (const auto& [k, v] : after.values) {
+        auto it = before.values.find(k);
+        if (it != before.values.end() && v != it->second) d[k] = int64_t(v - it->second);
+    }
+    return d;
+}
+
+// One boot on the built-in VMM. Records arrive with the vCPU stopped, so phase changes and KVM
+// statistics snapshots happen between two guest instructions.
+BootEnd boot_kvm(const Plan& plan, const RunOptions& o, const std::vector<Phase>& phases, const std::string& cmdline,
+                 RecordStream& stream, json& boot_facts, uint64_t& tsc_khz) {
+    struct Events : VmmEvents {
+        RecordStream& stream;
+        VmmGuest* guest = nullptr;
+        std::optional<VmmKvmStats> cell_start;
+        json* pending_stats = nullptr;
+        explicit Events(RecordStream& s) : stream(s) {}
+        void on_serial(std::string_view) override {}  // the kernel's console line; records come by port
+        void on_record(std::string_view line) override {
+            if (line.rfind("FB1 cell ", 0) == 0) cell_start = guest->kvm_stats();
+            if (line.rfind("FB1 end ", 0) == 0 && cell_start) {
+                auto now = guest->kvm_stats();
+                last_delta = {{"vcpu", stats_delta(cell_start->vcpu, now.vcpu)}, {"vm", stats_delta(cell_start->vm, now.vm)}};
+            }
+            stream.feed_line(line);
+        }
+        json last_delta;
+    } events(stream);
+
+    ElfImage image = ElfImage::load(plan.image);
+    VmmOptions vo;
+    vo.mem_bytes = plan.mem_bytes;
+    vo.cmdline = cmdline;
+    if (o.vcpu_cpu >= 0) vo.cpu = o.vcpu_cpu;
+    vo.migrate_every_ms = std::chrono::milliseconds(o.migrate_ms);
+    VmmGuest guest(image, vo, events);
+    events.guest = &guest;
+    SnoopControl snoop(guest.vm(), plan);
+    boot_facts["kvm_vfio_device"] = snoop.device_created() ? "created" : "unsupported";
+    if (uint64_t khz = kvm_tsc_khz(guest.vcpu().fd())) tsc_khz = khz;
+    boot_facts["tsc_khz"] = tsc_khz;
+    auto stats = guest.kvm_stats();
+    if (!stats.vcpu.unavailable.empty()) boot_facts["kvm_stats_unavailable"] = stats.vcpu.unavailable;
+
+    stream.on_phase([&](uint32_t index) {
+        if (index < phases.size()) snoop.enter(phases[index], plan);
+    });
+    g_vmm.store(&guest);
+    VmmOutcome out = guest.run(o.cell_timeout);
+    g_vmm.store(nullptr);
+    boot_facts["exits"] = {{"serial", out.exits.serial}, {"record", out.exits.record}, {"io_other", out.exits.io_other},
+                           {"mmio", out.exits.mmio}, {"total", out.exits.total()}};
+    if (out.protocol_errors) boot_facts["protocol_errors"] = {{"count", out.protocol_errors}, {"last", out.last_protocol_error}};
+    if (!out.cpus_used.empty()) boot_facts["cpus_used"] = out.cpus_used;
+    BootEnd end;
+    end.detail = out.detail;
+    switch (out.kind) {
+        case VmmOutcome::Kind::exited: end.kind = BootEnd::Kind::exited, end.exit_code = out.exit_code; break;
+        case VmmOutcome::Kind::hung: end.kind = BootEnd::Kind::hung; break;
+        case VmmOutcome::Kind::interrupted: end.kind = BootEnd::Kind::interrupted; break;
+        case VmmOutcome::Kind::shutdown:
+        case VmmOutcome::Kind::halted:
+        case VmmOutcome::Kind::crashed: end.kind = BootEnd::Kind::crashed; break;
+    }
+    if (out.kind == VmmOutcome::Kind::shutdown && end.detail.empty()) end.detail = "triple fault (KVM_EXIT_SHUTDOWN)";
+    return end;
+}
+
+BootEnd boot_qemu(const Plan& plan, const RunOptions& o, const std::string& cmdline, RecordStream& stream, json& boot_facts) {
+    QemuOptions qo;
+    qo.image = plan.image;
+    qo.machine = o.machine;
+    qo.kvm = plan.backend == "qemu-kvm";
+    qo.mem_mib = plan.mem_bytes >> 20;
+    qo.cmdline = cmdline;
+    qo.vfio_pci = o.vfio_pci;
+    qo.pin_cpu = o.vcpu_cpu;
+    QemuGuest q(qo);
+    boot_facts["qemu_argv"] = q.argv();
+    g_qemu.store(&q);
+    auto silence = std::chrono::duration_cast<std::chrono::milliseconds>(o.cell_timeout);
+    QemuOutcome out = q.run([&](std::string_view b) { stream.feed_bytes(b); },
+                            [&](std::chrono::milliseconds silent) { return silent > silence; });
+    g_qemu.store(nullptr);
+    boot_facts["first_output_us"] = out.first_output.count();
+    BootEnd end;
+    end.detail = out.detail;
+    switch (out.kind) {
+        case QemuOutcome::Kind::exited: end.kind = BootEnd::Kind::exited, end.exit_code = uint32_t(out.guest_exit_code); break;
+        case QemuOutcome::Kind::hung: end.kind = BootEnd::Kind::hung; break;
+        case QemuOutcome::Kind::interrupted: end.kind = BootEnd::Kind::interrupted; break;
+        case QemuOutcome::Kind::reset:
+        case QemuOutcome::Kind::killed: end.kind = BootEnd::Kind::crashed; break;
+        case QemuOutcome::Kind::failed: end.kind = BootEnd::Kind::failed; break;
+    }
+    return end;
+}
+
+// Boots until every cell of these phases is accounted for: after a hung or crashed cell, the
+// guest restarts at the next cell with the culprit's pattern skipped (it would hang again).
+void run_boot_group(const Plan& plan, const RunOptions& o, const std::vector<Phase>& phases, CellSink& sink, json& boots_log) {
+    uint32_t from = 0, cells_total = cells_per_phase(plan.config) * uint32_t(phases.size());
+    std::string skips = o.skip;
+    uint64_t tsc_khz = plan.tsc_khz;
+    while (from < cells_total && !g_interrupted.load()) {
+        std::string cmdline = fmt::format("patterns={} footprints={} reps={} warmup={} phases={} from={}", o.patterns,
+                                          o.footprints, o.reps, o.warmup, phases.size(), from);
+        if (!skips.empty()) cmdline += " skip=" + skips;
+        RecordStream stream;
+        json facts = {{"cmdline", cmdline}};
+        stream.on_cell([&](Cell&& c) {
+            sink.add(std::move(c), phases.at(std::min<size_t>(c.phase, phases.size() - 1)), tsc_khz);
+        });
+        BootEnd end = plan.backend == "kvm" ? boot_kvm(plan, o, phases, cmdline, stream, facts, tsc_khz)
+                                            : boot_qemu(plan, o, cmdline, stream, facts);
+        facts["end"] = {{"kind", int(end.kind)}, {"detail", end.detail}, {"cells", stream.cells_done()},
+                        {"noise_lines", stream.health().noise_lines}, {"corrupt_lines", stream.health().corrupt_lines},
+                        {"protocol_errors", stream.health().protocol_errors}, {"errors", stream.health().first_errors}};
+        if (!stream.hello().empty()) facts["guest"] = stream.hello();
+        boots_log.push_back(facts);
+
+        if (end.kind == BootEnd::Kind::failed) throw EnvironmentError(fmt::format("{} could not run the guest: {}", plan.backend, end.detail));
+        if (stream.guest_error()) {
+            if (stream.cells_done() == 0 && end.exit_code == uint32_t(boot::ExitCode::bad_config))
+                throw UsageError(fmt::format("the guest rejected its configuration: {}", *stream.guest_error()));
+        }
+        from += uint32_t(stream.cells_done());
+        if (stream.finished() || g_interrupted.load()) break;
+        if (end.kind == BootEnd::Kind::interrupted) break;
+
+        Cell culprit;
+        if (stream.open_cell()) {
+            culprit = *stream.open_cell();
+            from = uint32_t(stream.open_cell_id()) + 1;
+        } else {
+            // Died between cells: the next one never began. Record it and move past it.
+            auto missing = cells_from(plan, from, uint32_t(phases.size()));
+            if (missing.empty()) break;
+            culprit = missing.front();
+            ++from;
+        }
+        culprit.tsc.clear();
+        culprit.guest_pmu.clear();
+        culprit.last_output = stream.tail();
+        if (end.kind == BootEnd::Kind::hung) {
+            culprit.status = CellStatus::hung;
+            culprit.reason = fmt::format("no guest output for {} s; the watchdog stopped the guest", o.cell_timeout.count());
+        } else {
+            culprit.status = CellStatus::crashed;
+            culprit.reason = end.detail.empty() ? "guest stopped without finishing" : end.detail;
+            if (stream.guest_error()) culprit.reason += " (" + *stream.guest_error() + ")";
+        }
+        sink.add(culprit, phases.at(std::min<size_t>(culprit.phase, phases.size() - 1)), tsc_khz);
+        std::string why = culprit.status == CellStatus::hung ? "hung-earlier-in-this-run" : "crashed-earlier-in-this-run";
+        if (skips.find(culprit.pattern + ":") == std::string::npos && skips.find(culprit.pattern) == std::string::npos)
+            skips += (skips.empty() ? "" : ",") + culprit.pattern + ":" + why;
+    }
+}
+
+void print_summary(const CellSink& sink, const std::string& path) {
+    std::string parts;
+    for (const auto& [status, n] : sink.counts()) parts += fmt::format("{}{} {}", parts.empty() ? "" : ", ", n, to_string(status));
+    fmt::print(stderr, "flushbench: {} of {} cells ({}) -> {}\n", sink.done(), sink.total(), parts.empty() ? "none" : parts, path);
+}
+
+}  // namespace
+
+std::string default_guest_image() {
+    // Beside the binary (build/bin/flushbench -> build/guest/...), else the build tree it came from.
+    std::error_code ec;
+    fs::path self = fs::read_symlink("/proc/self/exe", ec);
+    if (!ec) {
+        fs::path p = self.parent_path().parent_path() / "guest" / "flushbench-guest.elf";
+        if (fs::exists(p)) return p.string();
+    }
+    return std::string(FLUSHBENCH_BUILD_DIR) + "/guest/flushbench-guest.elf";
+}
+
+int run_benchmark(const RunOptions& o) {
+    Plan plan;
+    try {
+        plan = make_plan(o);
+    } catch (const UsageError& e) {
+        fmt::print(stderr, "flushbench: {}\n", e.what());
+        return kExitUsage;
+    } catch (const EnvironmentError& e) {
+        fmt::print(stderr, "flushbench: {}\n", e.what());
+        return kExitEnvironment;
+    }
+    plan.tsc_khz = plan.backend == "kvm" ? 0 : scratch_vm_tsc_khz();
+
+    json fbctx = {{"schema_version", kResultsSchemaVersion}, {"version", FLUSHBENCH_VERSION},
+                  {"git_commit", FLUSHBENCH_GIT_COMMIT}, {"command_line", o.command_line}, {"backend", plan.backend},
+                  {"emulated", plan.emulated}, {"kvm_flavour", kvm_flavour()}, {"host", host_fingerprint()},
+                  {"guest_cmdline", plan.cmdline}, {"mode", o.mode}, {"machine", plan.backend == "kvm" ? "flushbench-vmm" : o.machine},
+                  {"mem_bytes", plan.mem_bytes}, {"cell_timeout_s", o.cell_timeout.count()},
+                  {"vcpu_cpu", o.vcpu_cpu}, {"migrate_ms", o.migrate_ms},
+                  {"tsc_khz_source", plan.backend == "kvm" ? "KVM_GET_TSC_KHZ on the vCPU" : "KVM_GET_TSC_KHZ on a scratch vCPU"}};
+    if (plan.vfio) fbctx["vfio"] = *plan.vfio;
+    if (plan.vfio_baseline) fbctx["vfio_baseline"] = *plan.vfio_baseline;
+    else fbctx["vfio_baseline"] = nullptr;
+    if (plan.emulated) fbctx["caveats"] = {"qemu-tcg: TCG treats WBINVD and CLFLUSH* as no-ops; timings are emulated, functional only"};
+
+    std::string out = o.out;
+    if (out.empty()) {
+        char host[256] = {};
+        gethostname(host, sizeof host - 1);
+        out = fmt::format("results/{}-{}.json", utc_stamp(), host);
+    }
+    std::unique_ptr<ResultsWriter> results;
+    try {
+        results = std::make_unique<ResultsWriter>(out, make_context(fbctx));
+    } catch (const std::exception& e) {
+        fmt::print(stderr, "flushbench: {}\n", e.what());
+        return kExitEnvironment;
+    }
+    if (!o.quiet)
+        fmt::print(stderr, "flushbench: {} boot(s) on {}, guest '{}', journal {}\n", plan.boots.size(), plan.backend, plan.cmdline,
+                   results->journal());
+
+    SignalScope signals;
+    g_interrupted.store(false);
+    CellSink sink(*results, plan, o.quiet);
+    json boots_log = json::array();
+    int status = kExitOk;
+    std::string failure;
+    try {
+        for (const auto& phases : plan.boots) {
+            if (g_interrupted.load()) break;
+            run_boot_group(plan, o, phases, sink, boots_log);
+        }
+    } catch (const UsageError& e) {
+        failure = e.what(), status = kExitUsage;
+    } catch (const EnvironmentError& e) {
+        failure = e.what(), status = kExitEnvironment;
+    } catch (const std::exception& e) {
+        failure = e.what(), status = kExitEnvironment;
+    }
+    if (!failure.empty()) fmt::print(stderr, "flushbench: {}\n", failure);
+
+    bool interrupted = g_interrupted.load();
+    uint32_t failed = 0;
+    for (const auto& [st, n] : sink.counts())
+        if (!is_measured(st)) failed += n;
+    json summary = {{"boots", boots_log}, {"cells", sink.done()}, {"cells_planned", sink.total()},
+                    {"interrupted", interrupted}, {"error", failure}};
+    try {
+        std::string path = results->finish(summary);
+        print_summary(sink, path);
+    } catch (const std::exception& e) {
+        fmt::print(stderr, "flushbench: {}; every finished cell is still in {}\n", e.what(), results->journal());
+        return kExitEnvironment;
+    }
+    if (interrupted) {
+        fmt::print(stderr, "flushbench: interrupted; finished cells were written\n");
+        return kExitInterrupted;
+    }
+    if (status != kExitOk) return status;
+    return failed ? kExitCellsFailed : kExitOk;
+}
+
+}  // namespace fb

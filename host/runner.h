@@ -1,0 +1,52 @@
+// `flushbench run`: turns options into boots, boots into cells, cells into a results file.
+// Backends: kvm (our VMM; all snoop-control phases inside one VM, toggled through the KVM-VFIO
+// device), qemu-kvm and qemu-tcg (one boot per mode). A cell that hangs or crashes is recorded
+// as such and the guest is rebooted to continue after it; nothing measured is ever lost.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "host/cell.h"
+
+namespace fb {
+
+// Exit codes of `flushbench run` (and the other subcommands where they apply).
+enum ExitStatus : int {
+    kExitOk = 0,           // every cell ok, unsupported or skipped
+    kExitCellsFailed = 1,  // some cells hung, crashed, faulted or came back corrupt
+    kExitUsage = 2,        // bad usage or input
+    kExitEnvironment = 3,  // this host lacks what was asked for
+    kExitInterrupted = 130,
+};
+
+struct RunOptions {
+    std::string backend = "auto";            // auto, kvm, qemu-kvm, qemu-tcg
+    std::string mode = "coherent";           // coherent, noncoherent, both
+    std::string vfio;                        // VFIO group or device cdev for the noncoherent phase
+    std::string vfio_baseline;               // a coherent VFIO file attached in the coherent phase
+    std::vector<std::string> vfio_pci;       // qemu backends: devices QEMU passes through
+    std::string machine = "microvm";         // qemu backends
+    std::string patterns = "all";
+    std::string footprints = "0,4K,64K,1M";
+    std::string skip;                        // pattern[:reason],... never run
+    uint32_t reps = 31, warmup = 3;
+    int vcpu_cpu = -1;                       // pin the vCPU (kvm) or QEMU (qemu-*) to this CPU
+    uint32_t migrate_ms = 0;                 // kvm: move the vCPU between CPUs this often
+    uint64_t mem_mib = 0;                    // 0: sized to the largest footprint
+    std::chrono::seconds cell_timeout{10};   // silence after which a cell is declared hung
+    std::string image;                       // guest ELF; default: the one built beside us
+    std::string out;                         // results file; default results/<UTC>-<host>.json
+    std::string command_line;                // recorded in the results
+    bool quiet = false;
+};
+
+// Resolves, checks and runs. Prints progress and a summary; returns an ExitStatus.
+int run_benchmark(const RunOptions& opts);
+
+// The guest image built with this flushbench (build/guest/flushbench-guest.elf).
+std::string default_guest_image();
+
+}  // namespace fb
