@@ -7,4 +7,4 @@ source scripts/setup.sh
 fb_install_missing
 fb_build build
 mkdir -p results
-exec ./build/bin/flushbench run --quick "$@"
+exec ./build/bin/flushbench run "$@"
