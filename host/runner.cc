@@ -16,6 +16,7 @@
 #include <numeric>
 #include <optional>
 #include <stdexcept>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -367,24 +368,25 @@ json stats_delta(const KvmStats& before, const KvmStats& after) {
 // One boot on the built-in VMM. Records arrive with the vCPU stopped, so phase changes and KVM
 // statistics snapshots happen between two guest instructions.
 BootEnd boot_kvm(const Plan& plan, const RunOptions& o, const std::vector<Phase>& phases, const std::string& cmdline,
-                 RecordStream& stream, json& boot_facts, uint64_t& tsc_khz) {
+                 RecordStream& stream, json& boot_facts, uint64_t& tsc_khz, json& cell_extra) {
     struct Events : VmmEvents {
         RecordStream& stream;
+        json& cell_extra;  // picked up by the cell that the next "end" record completes
         VmmGuest* guest = nullptr;
         std::optional<VmmKvmStats> cell_start;
-        json* pending_stats = nullptr;
-        explicit Events(RecordStream& s) : stream(s) {}
-        void on_serial(std::string_view) override {}  // the kernel's console line; records come by port
+        Events(RecordStream& s, json& extra) : stream(s), cell_extra(extra) {}
+        // Console text only (records come by port), kept in the stream's tail for crash reports.
+        void on_serial(std::string_view bytes) override { stream.feed_bytes(bytes); }
         void on_record(std::string_view line) override {
             if (line.rfind("FB1 cell ", 0) == 0) cell_start = guest->kvm_stats();
             if (line.rfind("FB1 end ", 0) == 0 && cell_start) {
                 auto now = guest->kvm_stats();
-                last_delta = {{"vcpu", stats_delta(cell_start->vcpu, now.vcpu)}, {"vm", stats_delta(cell_start->vm, now.vm)}};
+                cell_extra["kvm_stats_delta"] = {{"vcpu", stats_delta(cell_start->vcpu, now.vcpu)},
+                                                 {"vm", stats_delta(cell_start->vm, now.vm)}};
             }
             stream.feed_line(line);
         }
-        json last_delta;
-    } events(stream);
+    } events(stream, cell_extra);
 
     ElfImage image = ElfImage::load(plan.image);
     VmmOptions vo;
@@ -466,11 +468,12 @@ void run_boot_group(const Plan& plan, const RunOptions& o, const std::vector<Pha
                                           o.footprints, o.reps, o.warmup, phases.size(), from);
         if (!skips.empty()) cmdline += " skip=" + skips;
         RecordStream stream;
-        json facts = {{"cmdline", cmdline}};
+        json facts = {{"cmdline", cmdline}}, cell_extra = json::object();
         stream.on_cell([&](Cell&& c) {
+            c.extra = std::exchange(cell_extra, json::object());
             sink.add(std::move(c), phases.at(std::min<size_t>(c.phase, phases.size() - 1)), tsc_khz);
         });
-        BootEnd end = plan.backend == "kvm" ? boot_kvm(plan, o, phases, cmdline, stream, facts, tsc_khz)
+        BootEnd end = plan.backend == "kvm" ? boot_kvm(plan, o, phases, cmdline, stream, facts, tsc_khz, cell_extra)
                                             : boot_qemu(plan, o, cmdline, stream, facts);
         facts["end"] = {{"kind", int(end.kind)}, {"detail", end.detail}, {"cells", stream.cells_done()},
                         {"noise_lines", stream.health().noise_lines}, {"corrupt_lines", stream.health().corrupt_lines},

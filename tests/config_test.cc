@@ -83,7 +83,7 @@ INSTANTIATE_TEST_SUITE_P(BadInput, ConfigRejects,
                                            Bad{"colour=blue", "colour=blue"}, Bad{"reps=3 stray", "stray"},
                                            Bad{"reps=", "reps="}, Bad{"pmu=maybe", "pmu=maybe"},
                                            Bad{"skip=nosuch", "nosuch"}),
-                         [](const ::testing::TestParamInfo<Bad>& info) { return std::to_string(info.index); });
+                         [](const ::testing::TestParamInfo<Bad>& param) { return std::to_string(param.index); });
 
 TEST(Config, ResolvesLlcMultiples) {
     bool ok;

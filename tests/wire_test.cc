@@ -97,6 +97,13 @@ std::string cell_stream(uint64_t id, const std::vector<uint64_t>& tsc, const cha
     return s;
 }
 
+std::vector<Cell> decode(RecordStream& rs, const std::string& stream) {
+    std::vector<Cell> cells;
+    rs.on_cell([&](Cell&& c) { cells.push_back(std::move(c)); });
+    rs.feed_bytes(stream);
+    return cells;
+}
+
 TEST(RecordStream, DecodesCellsFromChunksOfAnySize) {
     std::vector<uint64_t> tsc;
     for (uint64_t i = 0; i < 20; ++i) tsc.push_back(1000 + i);
@@ -122,9 +129,7 @@ TEST(RecordStream, ACorruptedSampleRecordMarksTheCellNeverDropsIt) {
     size_t at = stream.find("samples");
     stream[at + 20] ^= 1;  // inside the first samples record
     RecordStream rs;
-    std::vector<Cell> cells;
-    rs.on_cell([&](Cell&& c) { cells.push_back(std::move(c)); });
-    rs.feed_bytes(stream);
+    std::vector<Cell> cells = decode(rs, stream);
     ASSERT_EQ(cells.size(), 1u);
     EXPECT_EQ(cells[0].status, CellStatus::corrupt);
     EXPECT_FALSE(cells[0].reason.empty());
@@ -138,9 +143,7 @@ TEST(RecordStream, AnEndThatDisagreesWithTheSamplesIsCorrupt) {
     stream = stream.substr(0, stream.find("FB1 end"));
     stream += rec(wire::Writer("end").field("id", 0).field("status", "ok").field("n", 5).field("warmup", 1).field("overhead", 40));
     RecordStream rs;
-    std::vector<Cell> cells;
-    rs.on_cell([&](Cell&& c) { cells.push_back(std::move(c)); });
-    rs.feed_bytes(stream);
+    std::vector<Cell> cells = decode(rs, stream);
     ASSERT_EQ(cells.size(), 1u);
     EXPECT_EQ(cells[0].status, CellStatus::corrupt);
 }
@@ -151,9 +154,7 @@ TEST(RecordStream, SamplesBeyondTheAnnouncedRepsAreRejected) {
     uint64_t v[] = {1, 2, 3};
     s += rec(wire::Writer("samples").field("id", 0).field("seq", 0).list("tsc", v, 3));
     RecordStream rs;
-    std::vector<Cell> cells;
-    rs.on_cell([&](Cell&& c) { cells.push_back(std::move(c)); });
-    rs.feed_bytes(s);
+    std::vector<Cell> cells = decode(rs, s);
     ASSERT_EQ(cells.size(), 1u);
     EXPECT_EQ(cells[0].status, CellStatus::corrupt);
 }
