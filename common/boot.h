@@ -45,11 +45,15 @@ struct RecordBuffer {
     char data[1024];
 };
 
+// Distinctive values: QEMU's own failures exit with small statuses (1 for "could not start"),
+// which must never read as a guest verdict.
 enum class ExitCode : uint32_t {
-    done = 0,      // every cell ran (ok, unsupported, skipped or faulted): QEMU status 1
-    bad_config = 1,// the command line did not parse: status 3
-    panic = 2,     // the kernel could not continue (no memory, fault outside a cell): status 5
+    done = 0x31,        // every cell ran (ok, unsupported, skipped or faulted): QEMU status 99
+    bad_config = 0x32,  // the command line did not parse: status 101
+    panic = 0x33,       // the kernel could not continue (no memory, fault outside a cell): status 103
 };
+
+inline constexpr bool is_exit_code(uint32_t v) { return v >= uint32_t(ExitCode::done) && v <= uint32_t(ExitCode::panic); }
 
 inline constexpr int qemu_status(ExitCode c) { return int(uint32_t(c) << 1 | 1); }
 

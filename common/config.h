@@ -65,8 +65,11 @@ inline ConfigError set_footprints(Config& c, Str list) {
     Str item;
     while (it.next(item)) {
         if (c.footprint_count == Config::kMaxFootprints) return {"too many footprints (at most 16)", item};
-        if (!parse_footprint(item, c.footprints[c.footprint_count]))
-            return {"bad footprint: use bytes with an optional K/M/G suffix, or NxLLC", item};
+        FootprintSpec& f = c.footprints[c.footprint_count];
+        if (!parse_footprint(item, f)) return {"bad footprint: use bytes with an optional K/M/G suffix, or NxLLC", item};
+        for (size_t i = 0; i < c.footprint_count; ++i)
+            if (c.footprints[i].bytes == f.bytes && c.footprints[i].llc_times == f.llc_times)
+                return {"footprint listed twice", item};
         ++c.footprint_count;
     }
     return {};

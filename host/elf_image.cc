@@ -42,7 +42,8 @@ ElfImage ElfImage::load(const std::string& path) {
     std::unique_ptr<std::FILE, FileCloser> f(std::fopen(path.c_str(), "rb"));
     if (!f) {
         int err = errno;
-        if (err == ENOENT) throw std::runtime_error(fmt::format("guest image {} not found: build it with cmake --build build", path));
+        if (err == ENOENT)
+            throw std::runtime_error(fmt::format("guest image {} not found: build it with cmake --build build", path));
         throw std::runtime_error(fmt::format("cannot open guest image {}: {}: check the path and its permissions", path,
                                              std::generic_category().message(err)));
     }
@@ -53,12 +54,14 @@ ElfImage ElfImage::load(const std::string& path) {
         invalid(path, fmt::format("{} bytes, more than the {} MiB limit", st.st_size, kMaxFileBytes >> 20));
     std::vector<uint8_t> bytes(size_t(st.st_size));
     if (std::fread(bytes.data(), 1, bytes.size(), f.get()) != bytes.size())
-        throw std::runtime_error(fmt::format("cannot read guest image {}: short read (file changed while reading?)", path));
+        throw std::runtime_error(
+            fmt::format("cannot read guest image {}: short read (file changed while reading?)", path));
     return parse(bytes, path);
 }
 
 ElfImage ElfImage::parse(std::span<const uint8_t> file, std::string_view name) {
-    if (file.size() < sizeof(Elf64_Ehdr)) invalid(name, fmt::format("{} bytes, shorter than an ELF header", file.size()));
+    if (file.size() < sizeof(Elf64_Ehdr))
+        invalid(name, fmt::format("{} bytes, shorter than an ELF header", file.size()));
     auto eh = read_at<Elf64_Ehdr>(file, 0);
     if (std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0) invalid(name, "no ELF magic");
     if (eh.e_ident[EI_CLASS] != ELFCLASS64) invalid(name, "not ELFCLASS64");
@@ -82,7 +85,8 @@ ElfImage ElfImage::parse(std::span<const uint8_t> file, std::string_view name) {
         if (ph.p_filesz > ph.p_memsz) invalid(name, fmt::format("segment {} has p_filesz > p_memsz", i));
         if (!fits(ph.p_offset, ph.p_filesz, file.size()))
             invalid(name, fmt::format("segment {} runs past the end of the file (truncated?)", i));
-        if (!fits(ph.p_paddr, ph.p_memsz, ~uint64_t{0})) invalid(name, fmt::format("segment {} wraps the address space", i));
+        if (!fits(ph.p_paddr, ph.p_memsz, ~uint64_t{0}))
+            invalid(name, fmt::format("segment {} wraps the address space", i));
         ElfSegment seg;
         seg.paddr = ph.p_paddr;
         seg.memsz = ph.p_memsz;

@@ -19,9 +19,9 @@ namespace fb {
 class Vcpu;
 
 struct KvmStats {
-    std::string id;                          // the kernel's name, e.g. "kvm-1234/vcpu-0"
+    std::string id;  // the kernel's name, e.g. "kvm-1234/vcpu-0"
     std::map<std::string, uint64_t> values;
-    std::string unavailable;                 // why values is empty; "" when it is not
+    std::string unavailable;  // why values is empty; "" when it is not
 };
 
 class KvmStatsReader {

@@ -32,11 +32,16 @@ std::string describe_fd(int fd) {
 
 const char* to_string(VfioFileError e) {
     switch (e) {
-        case VfioFileError::not_vfio_file: return "not_vfio_file";
-        case VfioFileError::already_added: return "already_added";
-        case VfioFileError::not_added: return "not_added";
-        case VfioFileError::bad_fd: return "bad_fd";
-        case VfioFileError::other: return "other";
+        case VfioFileError::not_vfio_file:
+            return "not_vfio_file";
+        case VfioFileError::already_added:
+            return "already_added";
+        case VfioFileError::not_added:
+            return "not_added";
+        case VfioFileError::bad_fd:
+            return "bad_fd";
+        case VfioFileError::other:
+            return "other";
     }
     return "?";
 }
@@ -83,18 +88,20 @@ void KvmVfioDevice::set_file_attr(uint64_t attr, int file_fd, const char* what) 
                                            "pass /dev/vfio/N or /dev/vfio/devices/vfioX",
                                            file));
         case EEXIST:
-            throw KvmVfioError(VfioFileError::already_added, err,
-                               fmt::format("{} is already added to this VM's KVM-VFIO device (EEXIST): add it once", file));
+            throw KvmVfioError(
+                VfioFileError::already_added, err,
+                fmt::format("{} is already added to this VM's KVM-VFIO device (EEXIST): add it once", file));
         case ENOENT:
-            throw KvmVfioError(VfioFileError::not_added, err,
-                               fmt::format("{} was never added to this VM's KVM-VFIO device (ENOENT): nothing to remove",
-                                           file));
+            throw KvmVfioError(
+                VfioFileError::not_added, err,
+                fmt::format("{} was never added to this VM's KVM-VFIO device (ENOENT): nothing to remove", file));
         case EBADF:
             throw KvmVfioError(VfioFileError::bad_fd, err,
                                fmt::format("fd {} is not open (EBADF): open the VFIO file first", file_fd));
         default:
-            throw KvmVfioError(VfioFileError::other, err,
-                               fmt::format("KVM-VFIO: cannot {} {}: {}", what, file, std::generic_category().message(err)));
+            throw KvmVfioError(
+                VfioFileError::other, err,
+                fmt::format("KVM-VFIO: cannot {} {}: {}", what, file, std::generic_category().message(err)));
     }
 }
 

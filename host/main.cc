@@ -28,7 +28,7 @@ nlohmann::json patterns_json() {
     for (const auto& p : fb::kPatterns)
         a.push_back({{"name", p.name}, {"feature", fb::x86::feature_name(p.needs)}, {"ring0", p.ring0},
                      {"uses_footprint", p.uses_footprint}, {"unit", fb::unit_name(p.unit)}, {"what", p.what}});
-    return {{"patterns", a}, {"default_footprints", fb::kDefaultFootprints}};
+    return {{"patterns", a}, {"guest_default_footprints", fb::kDefaultFootprints}};
 }
 
 }  // namespace

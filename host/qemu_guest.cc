@@ -184,7 +184,7 @@ QemuOutcome QemuGuest::run(const OutputFn& on_output, const WatchdogFn& watchdog
     } else if (WIFEXITED(status) && WEXITSTATUS(status) == 127 && !got_output) {
         outcome.kind = QemuOutcome::Kind::failed;
         outcome.detail = fmt::format("could not execute {}", args[0]);
-    } else if (WIFEXITED(status) && (WEXITSTATUS(status) & 1)) {
+    } else if (WIFEXITED(status) && (WEXITSTATUS(status) & 1) && boot::is_exit_code(uint32_t(WEXITSTATUS(status)) >> 1)) {
         // isa-debug-exit: QEMU exits with (value << 1) | 1.
         outcome.kind = QemuOutcome::Kind::exited;
         outcome.guest_exit_code = WEXITSTATUS(status) >> 1;

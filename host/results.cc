@@ -244,7 +244,10 @@ ResultsWriter::ResultsWriter(std::string out, json context) : out_(std::move(out
     fs::create_directories(dir, ec);
     if (::access(dir.c_str(), W_OK) != 0)
         throw std::runtime_error(fmt::format("results directory {} is not writable: choose another --out or fix its permissions", dir.string()));
-    int fd = ::open(journal().c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    // A journal left by an interrupted run holds measured cells: never truncate it.
+    if (fs::exists(journal()))
+        throw std::runtime_error(fmt::format("{} exists: it holds the cells of an interrupted run; move it away or choose another --out", journal()));
+    int fd = ::open(journal().c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0) throw std::runtime_error(fmt::format("cannot create {}: {} (choose another --out)", journal(), strerror(errno)));
     ::close(fd);
     append_line({{"context", context_}, {"out", out_}});

@@ -1,7 +1,7 @@
 // Results in Google Benchmark's JSON schema (context + benchmarks), so compare.py reads them
 // unchanged, plus flushbench's own keys. Cells go to an fsync'd journal (<out>.partial, one JSON
 // object a line) the moment they finish; the final file is written atomically at the end. A
-// crash or Ctrl-C keeps every finished cell; --resume reads the journal back.
+// crash or Ctrl-C keeps every finished cell; ResultsWriter::resume() reads a journal back.
 #pragma once
 
 #include <cstdint>

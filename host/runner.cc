@@ -235,6 +235,11 @@ Plan make_plan(const RunOptions& o) {
     plan.image = o.image.empty() ? default_guest_image() : o.image;
     if (!fs::exists(plan.image))
         throw EnvironmentError(fmt::format("guest image {} not found: build it with `cmake --build build` or pass --image", plan.image));
+    try {
+        ElfImage::load(plan.image);  // before anything is written: a bad image must not cost results
+    } catch (const std::exception& e) {
+        throw EnvironmentError(fmt::format("guest image {} is not a usable kernel: {}", plan.image, e.what()));
+    }
     return plan;
 }
 
@@ -482,10 +487,11 @@ void run_boot_group(const Plan& plan, const RunOptions& o, const std::vector<Pha
         boots_log.push_back(facts);
 
         if (end.kind == BootEnd::Kind::failed) throw EnvironmentError(fmt::format("{} could not run the guest: {}", plan.backend, end.detail));
-        if (stream.guest_error()) {
-            if (stream.cells_done() == 0 && end.exit_code == uint32_t(boot::ExitCode::bad_config))
-                throw UsageError(fmt::format("the guest rejected its configuration: {}", *stream.guest_error()));
-        }
+        if (stream.guest_error() && stream.cells_done() == 0 && end.kind == BootEnd::Kind::exited &&
+            end.exit_code == uint32_t(boot::ExitCode::bad_config))
+            throw UsageError(fmt::format("the guest rejected its configuration: {}", *stream.guest_error()));
+        if (stream.hello().empty() && end.kind == BootEnd::Kind::crashed && stream.health().records == 0)
+            throw EnvironmentError(fmt::format("{} never heard from the guest: {}", plan.backend, end.detail));
         from += uint32_t(stream.cells_done());
         if (stream.finished() || g_interrupted.load()) break;
         if (end.kind == BootEnd::Kind::interrupted) break;

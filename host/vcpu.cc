@@ -19,13 +19,13 @@ namespace {
 
 // Control registers and EFER (SDM vol. 3, 2.5 and 2.2.1).
 constexpr uint64_t kCr0Pe = 1ull << 0;
-constexpr uint64_t kCr0Mp = 1ull << 1;   // with NE: x87/SSE faults are reported as #MF/#XM
+constexpr uint64_t kCr0Mp = 1ull << 1;  // with NE: x87/SSE faults are reported as #MF/#XM
 constexpr uint64_t kCr0Et = 1ull << 4;
 constexpr uint64_t kCr0Ne = 1ull << 5;
 constexpr uint64_t kCr0Wp = 1ull << 16;
 constexpr uint64_t kCr0Pg = 1ull << 31;
 constexpr uint64_t kCr4Pae = 1ull << 5;
-constexpr uint64_t kCr4Osfxsr = 1ull << 9;       // SSE usable without #UD
+constexpr uint64_t kCr4Osfxsr = 1ull << 9;  // SSE usable without #UD
 constexpr uint64_t kCr4Osxmmexcpt = 1ull << 10;
 constexpr uint64_t kEferLme = 1ull << 8;
 constexpr uint64_t kEferLma = 1ull << 10;
@@ -100,8 +100,9 @@ void set_affinity(pid_t tid, int cpu) {
     if (sched_setaffinity(tid, sizeof set, &set) == 0) return;
     int err = errno;
     if (err == EINVAL)
-        throw std::runtime_error(fmt::format("CPU {} does not exist or is outside this process's affinity: pick one of {}",
-                                             cpu, cpu_list(allowed_cpus())));
+        throw std::runtime_error(
+            fmt::format("CPU {} does not exist or is outside this process's affinity: pick one of {}", cpu,
+                        cpu_list(allowed_cpus())));
     throw std::system_error(err, std::generic_category(), fmt::format("sched_setaffinity to CPU {}", cpu));
 }
 
@@ -144,7 +145,8 @@ Vcpu::Vcpu(const Vm& vm, uint32_t id) : id_(id) {
     int run_bytes = ::ioctl(vm.kvm_fd(), KVM_GET_VCPU_MMAP_SIZE, 0);
     if (run_bytes < 0) throw_kvm_error("KVM_GET_VCPU_MMAP_SIZE", errno);
     if (size_t(run_bytes) < sizeof(kvm_run))
-        throw std::runtime_error(fmt::format("KVM_GET_VCPU_MMAP_SIZE returned {}, less than struct kvm_run", run_bytes));
+        throw std::runtime_error(
+            fmt::format("KVM_GET_VCPU_MMAP_SIZE returned {}, less than struct kvm_run", run_bytes));
     void* run = ::mmap(nullptr, size_t(run_bytes), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (run == MAP_FAILED) throw std::system_error(errno, std::generic_category(), "mmap of the vCPU's kvm_run");
     run_map_ = Mapping(run, size_t(run_bytes));
@@ -246,7 +248,8 @@ int Vcpu::_run() {
 
 void Vcpu::run() {
     int rc = _run();
-    if (rc == -EINTR) throw std::system_error(EINTR, std::generic_category(), "KVM_RUN interrupted by Vcpu::interrupt()");
+    if (rc == -EINTR)
+        throw std::system_error(EINTR, std::generic_category(), "KVM_RUN interrupted by Vcpu::interrupt()");
     if (rc < 0) throw_kvm_error("KVM_RUN", -rc);
 }
 

@@ -96,12 +96,12 @@ Mapping::~Mapping() {
 
 Vm::Vm(uint64_t mem_bytes) : kvm_(open_kvm()), mem_bytes_(mem_bytes) {
     if (mem_bytes == 0 || mem_bytes % kPageBytes != 0 || mem_bytes > kMaxMemBytes)
-        throw std::invalid_argument(fmt::format("guest RAM of {} bytes: use a multiple of 4 KiB up to {} MiB",
-                                                mem_bytes, kMaxMemBytes >> 20));
+        throw std::invalid_argument(
+            fmt::format("guest RAM of {} bytes: use a multiple of 4 KiB up to {} MiB", mem_bytes, kMaxMemBytes >> 20));
     int api = ::ioctl(kvm_.get(), KVM_GET_API_VERSION, 0);
     if (api != kApiVersion)
-        throw std::runtime_error(
-            fmt::format("/dev/kvm reports KVM API version {}, not {}: this kernel's KVM is not usable", api, kApiVersion));
+        throw std::runtime_error(fmt::format(
+            "/dev/kvm reports KVM API version {}, not {}: this kernel's KVM is not usable", api, kApiVersion));
 
     int fd = -1;
     for (int attempt = 0; attempt < kCreateVmAttempts; ++attempt) {
@@ -163,13 +163,15 @@ const uint8_t* Vm::gpa(uint64_t addr, size_t len) const { return const_cast<Vm*>
 void Vm::load_elf(const ElfImage& image) {
     for (const ElfSegment& seg : image.segments()) {
         if (seg.memsz > mem_bytes_ || seg.paddr > mem_bytes_ - seg.memsz)
-            throw std::runtime_error(fmt::format("guest image {}: segment {:#x}+{:#x} does not fit in {} MiB of guest RAM: "
-                                                 "give the VM more memory",
-                                                 image.name(), seg.paddr, seg.memsz, mem_bytes_ >> 20));
+            throw std::runtime_error(
+                fmt::format("guest image {}: segment {:#x}+{:#x} does not fit in {} MiB of guest RAM: "
+                            "give the VM more memory",
+                            image.name(), seg.paddr, seg.memsz, mem_bytes_ >> 20));
         if (seg.paddr < boot_layout::kEnd)
-            throw std::runtime_error(fmt::format("guest image {}: segment at {:#x} overlaps the VMM's boot data below "
-                                                 "{:#x}: link the kernel at {:#x}",
-                                                 image.name(), seg.paddr, boot_layout::kEnd, boot::kImageBase));
+            throw std::runtime_error(
+                fmt::format("guest image {}: segment at {:#x} overlaps the VMM's boot data below "
+                            "{:#x}: link the kernel at {:#x}",
+                            image.name(), seg.paddr, boot_layout::kEnd, boot::kImageBase));
         uint8_t* dst = gpa(seg.paddr, seg.memsz);
         std::memcpy(dst, seg.bytes.data(), seg.bytes.size());
         std::memset(dst + seg.bytes.size(), 0, seg.memsz - seg.bytes.size());

@@ -65,12 +65,12 @@ private:
 namespace boot_layout {
 inline constexpr uint64_t kPml4 = 0x1000;
 inline constexpr uint64_t kPdpt = 0x2000;
-inline constexpr uint64_t kPd = 0x3000;         // 512 x 2 MiB = the first 1 GiB, identity
-inline constexpr uint64_t kGdt = 0x4000;        // null, code64 (0x08), data (0x10), TSS (0x18)
-inline constexpr uint64_t kTss = 0x4800;        // a zeroed 64-bit TSS behind TR (VM entry demands a busy TSS)
-inline constexpr uint64_t kBootInfo = 0x5000;   // boot::BootInfo
-inline constexpr uint64_t kCmdline = 0x6000;    // NUL-terminated, at most kMaxCmdline bytes before the NUL
-inline constexpr uint64_t kEnd = 0x7000;        // first byte after the VMM's boot data
+inline constexpr uint64_t kPd = 0x3000;        // 512 x 2 MiB = the first 1 GiB, identity
+inline constexpr uint64_t kGdt = 0x4000;       // null, code64 (0x08), data (0x10), TSS (0x18)
+inline constexpr uint64_t kTss = 0x4800;       // a zeroed 64-bit TSS behind TR (VM entry demands a busy TSS)
+inline constexpr uint64_t kBootInfo = 0x5000;  // boot::BootInfo
+inline constexpr uint64_t kCmdline = 0x6000;   // NUL-terminated, at most kMaxCmdline bytes before the NUL
+inline constexpr uint64_t kEnd = 0x7000;       // first byte after the VMM's boot data
 inline constexpr uint64_t kMaxCmdline = 4095;
 inline constexpr uint64_t kMappedBytes = 1ull << 30;
 inline constexpr uint16_t kCodeSelector = 0x08;
@@ -81,8 +81,8 @@ inline constexpr uint16_t kTssSelector = 0x18;
 class Vm {
 public:
     static constexpr uint64_t kPageBytes = 4096;
-    // RAM stays below 3 GiB: on VMX hosts KVM keeps its real-mode TSS and identity-map pages just
-    // under 4 GiB (0xfffbc000), and a RAM slot there would collide with them.
+    // RAM stays below the 32-bit MMIO hole (3-4 GiB), where x86 KVM keeps its own pages (the VMX
+    // EPT identity map at 0xfffbc000) and the xAPIC page sits at 0xfee00000.
     static constexpr uint64_t kMaxMemBytes = 3ull << 30;
     static constexpr int kApiVersion = 12;
 
@@ -121,9 +121,9 @@ public:
     size_t vcpu_count() const { return vcpus_.size(); }
 
 private:
+    Mapping ram_;  // first: unmapped only after the VM and its vCPUs are gone, as the selftests do
     UniqueFd kvm_;
     UniqueFd vm_;
-    Mapping ram_;
     uint64_t mem_bytes_ = 0;
     std::vector<std::unique_ptr<Vcpu>> vcpus_;  // last: destroyed first
 };

@@ -30,7 +30,7 @@ constexpr uint16_t kUartIir = 2;
 constexpr uint16_t kUartLcr = 3;
 constexpr uint16_t kUartLsr = 5;
 constexpr uint16_t kUartScr = 7;
-constexpr uint8_t kLsrThrEmpty = 0x60;   // THRE | TEMT: every byte is "sent" at once
+constexpr uint8_t kLsrThrEmpty = 0x60;  // THRE | TEMT: every byte is "sent" at once
 constexpr uint8_t kIirNoInterrupt = 0x01;
 constexpr uint8_t kLcrDlab = 0x80;
 constexpr uint8_t kUnclaimedRead = 0xff;  // what an ISA read that no device decodes returns
@@ -43,11 +43,16 @@ constexpr std::chrono::milliseconds kStopPollPeriod{20};
 
 const char* internal_error_name(uint32_t suberror) {
     switch (suberror) {
-        case KVM_INTERNAL_ERROR_EMULATION: return "emulation failure";
-        case KVM_INTERNAL_ERROR_SIMUL_EX: return "exception while delivering an exception";
-        case KVM_INTERNAL_ERROR_DELIVERY_EV: return "event delivery failed";
-        case KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON: return "unexpected hardware exit reason";
-        default: return "unknown suberror";
+        case KVM_INTERNAL_ERROR_EMULATION:
+            return "emulation failure";
+        case KVM_INTERNAL_ERROR_SIMUL_EX:
+            return "exception while delivering an exception";
+        case KVM_INTERNAL_ERROR_DELIVERY_EV:
+            return "event delivery failed";
+        case KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON:
+            return "unexpected hardware exit reason";
+        default:
+            return "unknown suberror";
     }
 }
 
@@ -55,12 +60,18 @@ const char* internal_error_name(uint32_t suberror) {
 
 const char* to_string(VmmOutcome::Kind k) {
     switch (k) {
-        case Kind::exited: return "exited";
-        case Kind::shutdown: return "shutdown";
-        case Kind::halted: return "halted";
-        case Kind::hung: return "hung";
-        case Kind::crashed: return "crashed";
-        case Kind::interrupted: return "interrupted";
+        case Kind::exited:
+            return "exited";
+        case Kind::shutdown:
+            return "shutdown";
+        case Kind::halted:
+            return "halted";
+        case Kind::hung:
+            return "hung";
+        case Kind::crashed:
+            return "crashed";
+        case Kind::interrupted:
+            return "interrupted";
     }
     return "?";
 }
@@ -75,9 +86,10 @@ VmmGuest::VmmGuest(const ElfImage& image, VmmOptions opts, VmmEvents& events)
     if (opts_.migrate_every_ms.count() > 0 || opts_.migrate_every_exits > 0) {
         migrate_cpus_ = opts_.migrate_cpus.empty() ? allowed_cpus() : opts_.migrate_cpus;
         if (migrate_cpus_.size() < 2)
-            throw std::invalid_argument(fmt::format("vCPU migration needs at least two CPUs, have {}: "
-                                                    "give it more CPUs or turn migration off",
-                                                    migrate_cpus_.size()));
+            throw std::invalid_argument(
+                fmt::format("vCPU migration needs at least two CPUs, have {}: "
+                            "give it more CPUs or turn migration off",
+                            migrate_cpus_.size()));
         if (opts_.cpu) {
             auto it = std::find(migrate_cpus_.begin(), migrate_cpus_.end(), *opts_.cpu);
             if (it == migrate_cpus_.end())
@@ -110,7 +122,8 @@ VmmOutcome VmmGuest::run(std::chrono::milliseconds watchdog) {
             auto now = Clock::now();
             auto wake = now + kStopPollPeriod;
             if (!interrupted) {
-                auto last = Clock::time_point(std::chrono::nanoseconds(last_activity_ns_.load(std::memory_order_relaxed)));
+                auto last =
+                    Clock::time_point(std::chrono::nanoseconds(last_activity_ns_.load(std::memory_order_relaxed)));
                 if (stop_requested_.load(std::memory_order_relaxed)) {
                     request_interrupt(Kind::interrupted);
                     interrupted = true;
@@ -183,8 +196,8 @@ void VmmGuest::vcpu_thread() {
             if (rc == -EINTR) {
                 ++outcome_.exits.interrupted;
                 if (interrupt_reason_.load(std::memory_order_acquire) == int(Kind::hung))
-                    finish(Kind::hung, fmt::format("no serial byte or record for {} ms; vCPU stopped{}", watchdog_.count(),
-                                                   rip_note()));
+                    finish(Kind::hung, fmt::format("no serial byte or record for {} ms; vCPU stopped{}",
+                                                   watchdog_.count(), rip_note()));
                 else if (interrupt_reason_.load(std::memory_order_acquire) == int(Kind::crashed))
                     finish(Kind::crashed, "the host stopped the vCPU after an error of its own");
                 else
@@ -192,7 +205,8 @@ void VmmGuest::vcpu_thread() {
                 break;
             }
             if (rc < 0) {
-                finish(Kind::crashed, fmt::format("KVM_RUN failed: {}{}", std::generic_category().message(-rc), rip_note()));
+                finish(Kind::crashed,
+                       fmt::format("KVM_RUN failed: {}{}", std::generic_category().message(-rc), rip_note()));
                 break;
             }
             if (!handle_exit(v.run_state())) break;
@@ -217,7 +231,8 @@ bool VmmGuest::handle_exit(kvm_run& run) {
             const uint64_t bytes = uint64_t(run.io.size) * run.io.count;
             const size_t area = vcpu().run_state_bytes();
             if (run.io.data_offset > area || bytes > area - run.io.data_offset) {
-                finish(Kind::crashed, fmt::format("KVM_EXIT_IO data ({:#x}+{:#x}) lies outside kvm_run", run.io.data_offset, bytes));
+                finish(Kind::crashed,
+                       fmt::format("KVM_EXIT_IO data ({:#x}+{:#x}) lies outside kvm_run", run.io.data_offset, bytes));
                 return false;
             }
             uint8_t* data = reinterpret_cast<uint8_t*>(&run) + run.io.data_offset;
@@ -230,7 +245,8 @@ bool VmmGuest::handle_exit(kvm_run& run) {
             if (port == boot::kRecordPort && out) {
                 ++outcome_.exits.record;
                 if (run.io.size != sizeof(uint32_t)) {
-                    protocol_error(fmt::format("{}-byte OUT to the record port; it takes a 4-byte address", run.io.size));
+                    protocol_error(
+                        fmt::format("{}-byte OUT to the record port; it takes a 4-byte address", run.io.size));
                     return true;
                 }
                 for (uint32_t i = 0; i < run.io.count; ++i) {
@@ -254,15 +270,16 @@ bool VmmGuest::handle_exit(kvm_run& run) {
         }
         case KVM_EXIT_MMIO:
             ++outcome_.exits.mmio;
-            if (!run.mmio.is_write) std::memset(run.mmio.data, kUnclaimedRead, std::min<size_t>(run.mmio.len, sizeof run.mmio.data));
+            if (!run.mmio.is_write)
+                std::memset(run.mmio.data, kUnclaimedRead, std::min<size_t>(run.mmio.len, sizeof run.mmio.data));
             return true;
         case KVM_EXIT_HLT:
             // No in-kernel LAPIC, so HLT comes to userspace, and with IF = 0 nothing would wake it.
             finish(Kind::halted, "guest executed HLT without writing the exit port" + rip_note());
             return false;
         case KVM_EXIT_SHUTDOWN:
-            finish(Kind::shutdown, "triple fault or shutdown: an exception with no usable IDT, or a fault delivering one" +
-                                       rip_note());
+            finish(Kind::shutdown,
+                   "triple fault or shutdown: an exception with no usable IDT, or a fault delivering one" + rip_note());
             return false;
         case KVM_EXIT_FAIL_ENTRY:
             finish(Kind::crashed, fmt::format("KVM_EXIT_FAIL_ENTRY: hardware_entry_failure_reason={:#x} on CPU {}",
@@ -303,18 +320,30 @@ void VmmGuest::handle_uart(uint16_t offset, bool out, uint8_t* data, uint32_t si
             // Only the low byte reaches an 8-bit UART; IER, FCR, MCR and the divisor mean nothing
             // to a UART that "sends" every byte at once.
             const uint8_t v = elem[0];
-            if (offset == kUartData && !(lcr_ & kLcrDlab)) text.push_back(char(v));
-            else if (offset == kUartLcr) lcr_ = v;
-            else if (offset == kUartScr) scr_ = v;
+            if (offset == kUartData && !(lcr_ & kLcrDlab))
+                text.push_back(char(v));
+            else if (offset == kUartLcr)
+                lcr_ = v;
+            else if (offset == kUartScr)
+                scr_ = v;
             continue;
         }
         std::memset(elem, 0, size);
         switch (offset) {
-            case kUartLsr: elem[0] = kLsrThrEmpty; break;
-            case kUartIir: elem[0] = kIirNoInterrupt; break;
-            case kUartLcr: elem[0] = lcr_; break;
-            case kUartScr: elem[0] = scr_; break;
-            default: break;
+            case kUartLsr:
+                elem[0] = kLsrThrEmpty;
+                break;
+            case kUartIir:
+                elem[0] = kIirNoInterrupt;
+                break;
+            case kUartLcr:
+                elem[0] = lcr_;
+                break;
+            case kUartScr:
+                elem[0] = scr_;
+                break;
+            default:
+                break;
         }
     }
     if (text.empty()) {
@@ -324,6 +353,7 @@ void VmmGuest::handle_uart(uint16_t offset, bool out, uint8_t* data, uint32_t si
     ++outcome_.exits.serial;
     touch();
     events_.on_serial(text);
+    touch();  // the guest could not speak while the handler ran: that silence is not its own
 }
 
 void VmmGuest::handle_record(uint32_t addr) {
@@ -338,6 +368,7 @@ void VmmGuest::handle_record(uint32_t addr) {
     std::string line(reinterpret_cast<const char*>(body), len);
     touch();
     events_.on_record(line);
+    touch();
 }
 
 void VmmGuest::protocol_error(std::string what) {

@@ -53,10 +53,10 @@ struct VmmExitCounts {
     uint64_t uart_other = 0;  // other COM1 accesses (LSR polls, line setup)
     uint64_t record = 0;
     uint64_t exit_port = 0;
-    uint64_t io_other = 0;    // ports nobody owns (0x80 of the pio pattern)
+    uint64_t io_other = 0;  // ports nobody owns (0x80 of the pio pattern)
     uint64_t mmio = 0;
-    uint64_t interrupted = 0; // KVM_RUN returned EINTR on our request
-    uint64_t other = 0;       // exits we could only note (KVM_EXIT_INTR with rc 0, ...)
+    uint64_t interrupted = 0;  // KVM_RUN returned EINTR on our request
+    uint64_t other = 0;        // exits we could only note (KVM_EXIT_INTR with rc 0, ...)
     uint64_t total() const { return serial + uart_other + record + exit_port + io_other + mmio + interrupted + other; }
 };
 

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "common/boot.h"
 #include "common/patterns.h"
 #include "host/qemu_guest.h"
 #include "host/record_stream.h"
@@ -54,7 +55,7 @@ constexpr const char* kFootprints = "0,4K,64K";
 // Every requested (pattern, footprint) is accounted for, each a result or a reasoned refusal.
 void expect_every_cell_accounted(const Boot& b, const std::set<std::string>& skipped_patterns) {
     ASSERT_EQ(b.outcome.kind, QemuOutcome::Kind::exited) << b.outcome.detail << "\n" << b.stream.tail();
-    EXPECT_EQ(b.outcome.guest_exit_code, 0) << b.stream.tail();
+    EXPECT_EQ(b.outcome.guest_exit_code, int(boot::ExitCode::done)) << b.stream.tail();
     EXPECT_TRUE(b.stream.finished()) << "no summary record";
     EXPECT_EQ(b.stream.health().corrupt_lines, 0u);
     EXPECT_EQ(b.stream.health().protocol_errors, 0u);
@@ -142,7 +143,7 @@ TEST(GuestBoot, BadConfigurationExitsWithTheBadConfigCode) {
     Boot b;
     boot(b, "microvm", false, "patterns=nosuch");
     ASSERT_EQ(b.outcome.kind, QemuOutcome::Kind::exited);
-    EXPECT_EQ(b.outcome.guest_exit_code, 1);
+    EXPECT_EQ(b.outcome.guest_exit_code, int(boot::ExitCode::bad_config));
     ASSERT_TRUE(b.stream.guest_error().has_value());
     EXPECT_NE(b.stream.guest_error()->find("nosuch"), std::string::npos);
 }

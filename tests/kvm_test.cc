@@ -97,7 +97,8 @@ struct TempFile {
         int fd = mkstemp(name);
         if (fd < 0) throw std::runtime_error("mkstemp");
         path = name;
-        if (!bytes.empty() && write(fd, bytes.data(), bytes.size()) != ssize_t(bytes.size())) throw std::runtime_error("write");
+        if (!bytes.empty() && write(fd, bytes.data(), bytes.size()) != ssize_t(bytes.size()))
+            throw std::runtime_error("write");
         close(fd);
     }
     ~TempFile() { unlink(path.c_str()); }
@@ -170,12 +171,10 @@ TEST(ElfImage, RejectsBadHeaderFields) {
     EXPECT_NE(with([](auto& f) { poke<uint64_t>(f, offsetof(Elf64_Ehdr, e_phoff), ~uint64_t{0} - 8); }), "");
     const size_t ph = sizeof(Elf64_Ehdr);
     EXPECT_NE(with([&](auto& f) { poke<uint64_t>(f, ph + offsetof(Elf64_Phdr, p_offset), ~uint64_t{0}); }), "");
-    EXPECT_NE(with([&](auto& f) { poke<uint64_t>(f, ph + offsetof(Elf64_Phdr, p_filesz), 2); }).find("p_filesz > p_memsz"),
-              std::string::npos);
-    EXPECT_NE(with([&](auto& f) {
-                  poke<uint64_t>(f, ph + offsetof(Elf64_Phdr, p_paddr), ~uint64_t{0});
-              }),
-              "");
+    EXPECT_NE(
+        with([&](auto& f) { poke<uint64_t>(f, ph + offsetof(Elf64_Phdr, p_filesz), 2); }).find("p_filesz > p_memsz"),
+        std::string::npos);
+    EXPECT_NE(with([&](auto& f) { poke<uint64_t>(f, ph + offsetof(Elf64_Phdr, p_paddr), ~uint64_t{0}); }), "");
     EXPECT_NE(with([](auto& f) { poke<uint64_t>(f, offsetof(Elf64_Ehdr, e_entry), 0x200000); }).find("entry point"),
               std::string::npos);
 }
@@ -264,7 +263,8 @@ TEST_F(Kvm, VfioDeviceRejectsNonVfioFiles) {
     } catch (const KvmVfioError& e) {
         EXPECT_EQ(e.kind(), VfioFileError::not_vfio_file) << e.what();
         EXPECT_EQ(e.error_number(), EINVAL);
-        EXPECT_NE(std::string(e.what()).find("(/dev/null) is not a VFIO group or device file (kernel said EINVAL): pass /dev/vfio/N"),
+        EXPECT_NE(std::string(e.what()).find(
+                      "(/dev/null) is not a VFIO group or device file (kernel said EINVAL): pass /dev/vfio/N"),
                   std::string::npos)
             << e.what();
     }
@@ -320,17 +320,17 @@ TEST_F(Kvm, BinaryStatsHaveExits) {
 // out 'h','i' to COM1; OUT32 of a RecordBuffer's address to the record port; out to 0x80; OUT32 0
 // to the exit port; hlt (never reached).
 const std::vector<uint8_t> kHelloGuest = {
-    0x66, 0xba, 0xf8, 0x03,                    // mov dx, 0x3f8
-    0xb0, 'h', 0xee,                           // mov al, 'h'; out dx, al
-    0xb0, 'i', 0xee,                           // mov al, 'i'; out dx, al
-    0x66, 0xba, 0xb0, 0x0f,                    // mov dx, 0xfb0
-    0xb8, 0x00, 0x08, 0x10, 0x00,              // mov eax, 0x100800 (kImageBase + kRecordOffset)
-    0xef,                                      // out dx, eax
-    0xe6, 0x80,                                // out 0x80, al
-    0x66, 0xba, 0xf4, 0x00,                    // mov dx, 0xf4
-    0x31, 0xc0,                                // xor eax, eax
-    0xef,                                      // out dx, eax
-    0xf4,                                      // hlt
+    0x66, 0xba, 0xf8, 0x03,        // mov dx, 0x3f8
+    0xb0, 'h',  0xee,              // mov al, 'h'; out dx, al
+    0xb0, 'i',  0xee,              // mov al, 'i'; out dx, al
+    0x66, 0xba, 0xb0, 0x0f,        // mov dx, 0xfb0
+    0xb8, 0x00, 0x08, 0x10, 0x00,  // mov eax, 0x100800 (kImageBase + kRecordOffset)
+    0xef,                          // out dx, eax
+    0xe6, 0x80,                    // out 0x80, al
+    0x66, 0xba, 0xf4, 0x00,        // mov dx, 0xf4
+    0x31, 0xc0,                    // xor eax, eax
+    0xef,                          // out dx, eax
+    0xf4,                          // hlt
 };
 constexpr std::string_view kRecord = "FB1 hello x=1 #00000000\n";
 
@@ -376,15 +376,15 @@ TEST_F(Kvm, UartStatusAndUnclaimedPortsReadAsHardwareWould) {
 TEST_F(Kvm, HostileRecordsAreProtocolErrors) {
     // Record port: an address past RAM, then one whose len is 0xffffffff; then exit 7.
     const std::vector<uint8_t> code = {
-        0x66, 0xba, 0xb0, 0x0f,        // mov dx, 0xfb0
-        0xb8, 0xfc, 0xff, 0xff, 0xff,  // mov eax, 0xfffffffc
-        0xef,                          // out dx, eax
-        0xb8, 0x00, 0x08, 0x10, 0x00,  // mov eax, 0x100800
+        0x66, 0xba, 0xb0, 0x0f,              // mov dx, 0xfb0
+        0xb8, 0xfc, 0xff, 0xff, 0xff,        // mov eax, 0xfffffffc
+        0xef,                                // out dx, eax
+        0xb8, 0x00, 0x08, 0x10, 0x00,        // mov eax, 0x100800
         0xc7, 0x00, 0xff, 0xff, 0xff, 0xff,  // mov dword [rax], 0xffffffff
-        0xef,                          // out dx, eax
-        0x66, 0xba, 0xf4, 0x00,        // mov dx, 0xf4
-        0xb8, 0x07, 0x00, 0x00, 0x00,  // mov eax, 7
-        0xef,                          // out dx, eax
+        0xef,                                // out dx, eax
+        0x66, 0xba, 0xf4, 0x00,              // mov dx, 0xf4
+        0xb8, 0x07, 0x00, 0x00, 0x00,        // mov eax, 7
+        0xef,                                // out dx, eax
         0xf4,
     };
     Collector ev;
@@ -411,10 +411,10 @@ TEST_F(Kvm, SpinningGuestIsHung) {
 
 TEST_F(Kvm, TripleFaultIsShutdown) {
     const std::vector<uint8_t> code = {
-        0x0f, 0x01, 0x1d, 0x09, 0x00, 0x00, 0x00,  // lidt [rip + 9]: the zero IDTR at offset 16
-        0x0f, 0x0b,                                // ud2: #UD -> #GP -> #DF -> triple fault
-        0xf4, 0, 0, 0, 0, 0, 0,                    // padding up to offset 16
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0,              // IDTR: limit 0, base 0
+        0x0f, 0x01, 0x1d, 0x09, 0x00, 0x00, 0x00,           // lidt [rip + 9]: the zero IDTR at offset 16
+        0x0f, 0x0b,                                         // ud2: #UD -> #GP -> #DF -> triple fault
+        0xf4, 0,    0,    0,    0,    0,    0,              // padding up to offset 16
+        0,    0,    0,    0,    0,    0,    0,    0, 0, 0,  // IDTR: limit 0, base 0
     };
     Collector ev;
     VmmGuest g(tiny_guest(code), tiny_options(), ev);
@@ -531,7 +531,7 @@ TEST_F(Kvm, BootsTheFlushbenchGuest) {
     VmmGuest g(ElfImage::load(path), opts, ev);
     VmmOutcome o = g.run(10s);
     EXPECT_EQ(o.kind, Kind::exited) << o.detail << "\nserial: " << ev.serial;
-    EXPECT_EQ(o.exit_code, 0u) << ev.serial;
+    EXPECT_EQ(o.exit_code, uint32_t(boot::ExitCode::done)) << ev.serial;
     EXPECT_EQ(o.protocol_errors, 0u) << o.last_protocol_error;
     ASSERT_FALSE(ev.records.empty()) << "serial: " << ev.serial;
     for (const std::string& r : ev.records) EXPECT_EQ(r.rfind("FB1 ", 0), 0u) << r;

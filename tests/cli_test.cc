@@ -1,0 +1,862 @@
+// End-to-end tests of the `flushbench` command line: the real binary, run as a subprocess, with
+// its exit code, stdout, stderr and results file checked against what host/runner.h and
+// host/results.h promise. Tests that need /dev/kvm, QEMU or Google Benchmark's compare.py skip
+// with the reason when this host lacks them. Each test gets its own temporary directory for --out
+// (kept, and its path printed, when the test fails).
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <optional>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+extern char** environ;
+
+namespace fb {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+const std::string kBin = FLUSHBENCH_BIN;
+const std::string kGuest = FLUSHBENCH_GUEST_ELF;
+const std::string kPython = "/usr/bin/python3";
+const std::string kCompare = "/usr/share/benchmark/compare.py";
+
+// Exit codes from host/runner.h (ExitStatus), repeated here on purpose: they are the CLI's contract.
+constexpr int kExitOk = 0, kExitCellsFailed = 1, kExitUsage = 2, kExitEnvironment = 3, kExitInterrupted = 130;
+
+// ---------------------------------------------------------------------------------------------
+// Subprocess helper: fork/exec with stdout and stderr on pipes, read with poll so that a caller
+// can watch stderr while the child runs (the SIGINT test), and a hard deadline so that a wedged
+// flushbench fails the test instead of hanging it.
+
+struct ProcResult {
+    int code = -1;          // exit status, or 128 + signal when killed by a signal
+    bool signaled = false;
+    bool timed_out = false;  // we killed it at the deadline
+    std::string out, err;
+};
+
+class Child {
+public:
+    // env_overrides: NAME -> value, replacing (or adding) those variables in the child's environment.
+    explicit Child(const std::vector<std::string>& args, const std::map<std::string, std::string>& env_overrides = {}) {
+        std::vector<std::string> env;
+        for (char** e = environ; e && *e; ++e) {
+            std::string kv = *e;
+            std::string name = kv.substr(0, kv.find('='));
+            if (!env_overrides.count(name)) env.push_back(kv);
+        }
+        for (const auto& [k, v] : env_overrides) env.push_back(k + "=" + v);
+        // Everything the child needs is built before fork: after it only async-signal-safe calls.
+        std::vector<std::string> argv_s = args, env_s = env;
+        std::vector<char*> argv, envp;
+        for (auto& s : argv_s) argv.push_back(s.data());
+        argv.push_back(nullptr);
+        for (auto& s : env_s) envp.push_back(s.data());
+        envp.push_back(nullptr);
+
+        int out_pipe[2], err_pipe[2];
+        if (pipe2(out_pipe, O_CLOEXEC) != 0 || pipe2(err_pipe, O_CLOEXEC) != 0) {
+            ADD_FAILURE() << "pipe2: " << strerror(errno);
+            return;
+        }
+        pid_ = fork();
+        if (pid_ == 0) {
+            setpgid(0, 0);  // our own group: a terminal's Ctrl-C does not reach it, we signal it ourselves
+            sigset_t none;
+            sigemptyset(&none);
+            sigprocmask(SIG_SETMASK, &none, nullptr);
+            signal(SIGINT, SIG_DFL);
+            signal(SIGPIPE, SIG_DFL);
+            int devnull = open("/dev/null", O_RDONLY);
+            dup2(devnull, 0);
+            dup2(out_pipe[1], 1);
+            dup2(err_pipe[1], 2);
+            execve(argv[0], argv.data(), envp.data());
+            _exit(127);
+        }
+        close(out_pipe[1]);
+        close(err_pipe[1]);
+        if (pid_ < 0) {
+            ADD_FAILURE() << "fork: " << strerror(errno);
+            close(out_pipe[0]);
+            close(err_pipe[0]);
+            return;
+        }
+        fds_[0] = out_pipe[0];
+        fds_[1] = err_pipe[0];
+    }
+
+    ~Child() {
+        if (pid_ > 0 && !reaped_) {
+            kill(pid_, SIGKILL);
+            int st;
+            waitpid(pid_, &st, 0);
+        }
+        for (int& fd : fds_)
+            if (fd >= 0) close(fd);
+    }
+    Child(const Child&) = delete;
+    Child& operator=(const Child&) = delete;
+
+    pid_t pid() const { return pid_; }
+    const std::string& err() const { return res_.err; }
+
+    // Reads output until `done(stderr so far)` holds, both pipes close, or the deadline passes.
+    // Returns whether `done` held.
+    bool pump_until(const std::function<bool(const std::string&)>& done, std::chrono::milliseconds limit) {
+        auto deadline = Clock::now() + limit;
+        while (true) {
+            if (done && done(res_.err)) return true;
+            if (fds_[0] < 0 && fds_[1] < 0) return false;
+            auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+            if (left <= 0ms) return false;
+            pollfd p[2] = {{fds_[0], POLLIN, 0}, {fds_[1], POLLIN, 0}};
+            int n = poll(p, 2, int(std::min<long long>(left.count(), 100)));
+            if (n < 0 && errno != EINTR) return false;
+            for (int i = 0; i < 2; ++i) {
+                if (fds_[i] < 0 || !(p[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+                char buf[65536];
+                ssize_t got = read(fds_[i], buf, sizeof buf);
+                if (got <= 0) {
+                    close(fds_[i]);
+                    fds_[i] = -1;
+                    continue;
+                }
+                (i == 0 ? res_.out : res_.err).append(buf, size_t(got));
+            }
+        }
+    }
+
+    void send(int sig) {
+        if (pid_ > 0 && !reaped_) kill(pid_, sig);
+    }
+
+    // Reads everything and reaps the child; kills it when it outlives `limit`.
+    ProcResult finish(std::chrono::milliseconds limit) {
+        if (pid_ <= 0) return res_;
+        pump_until(nullptr, limit);
+        if (fds_[0] >= 0 || fds_[1] >= 0) {
+            res_.timed_out = true;
+            kill(pid_, SIGKILL);
+            pump_until(nullptr, 5s);
+        }
+        int st = 0;
+        while (waitpid(pid_, &st, 0) < 0 && errno == EINTR) {
+        }
+        reaped_ = true;
+        if (WIFEXITED(st)) res_.code = WEXITSTATUS(st);
+        if (WIFSIGNALED(st)) res_.signaled = true, res_.code = 128 + WTERMSIG(st);
+        return res_;
+    }
+
+private:
+    pid_t pid_ = -1;
+    bool reaped_ = false;
+    int fds_[2] = {-1, -1};
+    ProcResult res_;
+};
+
+ProcResult run_cmd(const std::vector<std::string>& args, std::chrono::milliseconds limit = 60s,
+                   const std::map<std::string, std::string>& env = {}) {
+    Child c(args, env);
+    return c.finish(limit);
+}
+
+std::string describe(const std::vector<std::string>& args, const ProcResult& r) {
+    std::string s = "command:";
+    for (const auto& a : args) s += " " + a;
+    s += "\nexit: " + std::to_string(r.code) + (r.signaled ? " (signal)" : "") + (r.timed_out ? " (timed out, killed)" : "");
+    s += "\nstdout (" + std::to_string(r.out.size()) + " bytes): " + r.out.substr(0, 2000);
+    s += "\nstderr: " + r.err.substr(0, 4000);
+    return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host facts and small helpers.
+
+bool kvm_usable(std::string& why) {
+    int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+        why = std::string("/dev/kvm cannot be opened: ") + strerror(errno);
+        return false;
+    }
+    close(fd);
+    return true;
+}
+
+std::string find_on_path(const std::string& name) {
+    const char* p = getenv("PATH");
+    std::stringstream dirs(p ? p : "/usr/bin:/bin");
+    std::string dir;
+    while (std::getline(dirs, dir, ':'))
+        if (!dir.empty() && access((dir + "/" + name).c_str(), X_OK) == 0) return dir + "/" + name;
+    return {};
+}
+
+bool qemu_available() { return !find_on_path("qemu-system-x86_64").empty(); }
+
+std::vector<std::string> lines_of(const std::string& text) {
+    std::vector<std::string> out;
+    std::stringstream ss(text);
+    std::string line;
+    while (std::getline(ss, line)) out.push_back(line);
+    return out;
+}
+
+std::string read_file(const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+std::optional<json> load_json(const fs::path& p) {
+    if (!fs::exists(p)) return std::nullopt;
+    json j = json::parse(read_file(p), nullptr, false);
+    if (j.is_discarded()) return std::nullopt;
+    return j;
+}
+
+std::set<std::string> dir_entries(const fs::path& dir) {
+    std::set<std::string> s;
+    for (const auto& e : fs::directory_iterator(dir)) s.insert(e.path().filename().string());
+    return s;
+}
+
+bool contains(const std::string& hay, const std::string& needle) { return hay.find(needle) != std::string::npos; }
+
+// The pattern table, as the binary reports it (so the tests follow the table, not a copy of it).
+struct PatternInfo {
+    std::string name, unit, feature;
+    bool uses_footprint = false;
+};
+
+std::vector<PatternInfo> patterns_from_binary() {
+    ProcResult r = run_cmd({kBin, "patterns", "--json"}, 20s);
+    if (r.code != 0) {
+        ADD_FAILURE() << describe({kBin, "patterns", "--json"}, r);
+        return {};
+    }
+    json j = json::parse(r.out, nullptr, false);
+    std::vector<PatternInfo> out;
+    if (j.is_discarded() || !j.contains("patterns")) {
+        ADD_FAILURE() << "patterns --json is not the expected JSON: " << r.out.substr(0, 500);
+        return out;
+    }
+    for (const auto& p : j["patterns"])
+        out.push_back({p.value("name", ""), p.value("unit", ""), p.value("feature", ""), p.value("uses_footprint", false)});
+    return out;
+}
+
+using CellKey = std::tuple<std::string, uint64_t>;  // (pattern, footprint_bytes)
+
+// One `[ n/N] backend mode pattern footprint B status ...` progress line from stderr.
+struct Progress {
+    unsigned index = 0, total = 0;
+    std::string backend, mode, pattern, status;
+    uint64_t footprint = 0;
+};
+
+std::vector<Progress> progress_lines(const std::string& err) {
+    static const std::regex re(R"(^\[\s*(\d+)/(\d+)\] (\S+)\s+(\S+)\s+(\S+)\s+(\d+) B  (\S+))");
+    std::vector<Progress> out;
+    for (const auto& line : lines_of(err)) {
+        std::smatch m;
+        if (std::regex_search(line, m, re))
+            out.push_back({unsigned(std::stoul(m[1])), unsigned(std::stoul(m[2])), m[3], m[4], m[5], m[7],
+                           std::stoull(m[6])});
+    }
+    return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixture: a temporary directory per test, removed unless the test failed.
+
+class CliTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        const char* base = getenv("TMPDIR");
+        std::string tmpl = std::string(base && *base ? base : "/tmp") + "/flushbench-cli-XXXXXX";
+        ASSERT_NE(mkdtemp(tmpl.data()), nullptr) << strerror(errno);
+        dir_ = tmpl;
+        ASSERT_TRUE(fs::exists(kBin)) << kBin << " not built";
+    }
+    void TearDown() override {
+        if (dir_.empty()) return;
+        if (HasFailure()) {
+            std::printf("[ cli_test ] kept %s for inspection\n", dir_.c_str());
+            return;
+        }
+        std::error_code ec;
+        fs::remove_all(dir_, ec);
+    }
+    fs::path dir_;
+};
+
+#define REQUIRE_KVM()                                                      \
+    do {                                                                   \
+        std::string why_;                                                  \
+        if (!kvm_usable(why_)) GTEST_SKIP() << why_;                       \
+    } while (0)
+#define REQUIRE_QEMU()                                                                  \
+    do {                                                                                \
+        if (!qemu_available()) GTEST_SKIP() << "qemu-system-x86_64 not on PATH";        \
+    } while (0)
+
+const std::set<std::string> kCellStatuses = {"ok", "unsupported", "skipped", "hung", "crashed"};
+const std::set<std::string> kFailedStatuses = {"hung", "crashed", "fault", "corrupt"};
+const std::vector<std::string> kEntryKeys = {"name",      "run_name", "run_type",        "repetitions", "real_time",
+                                             "cpu_time",  "time_unit", "pattern",        "footprint_bytes", "backend",
+                                             "mode",      "status",   "emulated",        "unit"};
+
+// Checks a finished results document against the run's plan. Returns the number of failed cells.
+struct Expect {
+    std::string backend;
+    std::string mode = "coherent";
+    bool emulated = false;
+    unsigned reps = 11;
+    std::vector<uint64_t> footprints = {0, 4096, 65536};
+    std::set<std::string> patterns;  // empty: every pattern
+};
+
+int check_document(const json& doc, const Expect& ex, const std::vector<PatternInfo>& table, const std::string& err_text) {
+    int failed = 0;
+    EXPECT_TRUE(doc.is_object());
+    EXPECT_TRUE(doc.contains("context") && doc["context"].is_object());
+    EXPECT_TRUE(doc.contains("benchmarks") && doc["benchmarks"].is_array());
+    EXPECT_TRUE(doc.contains("flushbench_cells") && doc["flushbench_cells"].is_array());
+    if (!doc.contains("context") || !doc.contains("benchmarks") || !doc.contains("flushbench_cells")) return -1;
+
+    // Context: Google Benchmark's, with ours under "flushbench".
+    const json& ctx = doc["context"];
+    EXPECT_TRUE(ctx.contains("date") && ctx.contains("host_name") && ctx.contains("num_cpus")) << ctx.dump().substr(0, 400);
+    EXPECT_TRUE(ctx.contains("flushbench") && ctx["flushbench"].is_object());
+    const json fbc = ctx.value("flushbench", json::object());
+    EXPECT_TRUE(fbc.contains("schema_version") && fbc["schema_version"].is_number_integer() && fbc["schema_version"].get<int>() >= 1)
+        << fbc.value("schema_version", json()).dump();
+    EXPECT_EQ(fbc.value("backend", ""), ex.backend);
+    EXPECT_TRUE(fbc.contains("kvm_flavour") && fbc["kvm_flavour"].is_string() && !fbc["kvm_flavour"].get<std::string>().empty());
+    EXPECT_TRUE(fbc.contains("git_commit") && fbc["git_commit"].is_string() && !fbc["git_commit"].get<std::string>().empty());
+    EXPECT_TRUE(fbc.contains("command_line") && fbc["command_line"].is_string());
+    EXPECT_TRUE(contains(fbc.value("command_line", ""), " run ")) << fbc.value("command_line", "");
+    EXPECT_TRUE(fbc.contains("host") && fbc["host"].is_object() && !fbc["host"].empty());
+    EXPECT_EQ(fbc.value("emulated", !ex.emulated), ex.emulated);
+
+    std::map<std::string, const PatternInfo*> by_name;
+    for (const auto& p : table) by_name[p.name] = &p;
+
+    // Every cell of the plan, exactly once.
+    std::map<CellKey, int> expected, seen;
+    for (const auto& p : table) {
+        if (!ex.patterns.empty() && !ex.patterns.count(p.name)) continue;
+        if (p.uses_footprint)
+            for (uint64_t f : ex.footprints) expected[{p.name, f}] = 1;
+        else
+            expected[{p.name, 0}] = 1;
+    }
+    std::map<std::string, const json*> cell_by_name;
+    std::vector<std::string> notable;
+    for (const auto& c : doc["flushbench_cells"]) {
+        std::string name = c.value("name", ""), status = c.value("status", "");
+        ++seen[{c.value("pattern", ""), c.value("footprint_bytes", uint64_t(~0ull))}];
+        cell_by_name[name] = &c;
+        EXPECT_TRUE(kCellStatuses.count(status)) << name << ": status '" << status << "'";
+        EXPECT_EQ(c.value("backend", ""), ex.backend) << name;
+        EXPECT_EQ(c.value("mode", ""), ex.mode) << name;
+        EXPECT_EQ(c.value("emulated", !ex.emulated), ex.emulated) << name;
+        if (kFailedStatuses.count(status)) ++failed;
+        if (status == "ok") {
+            EXPECT_TRUE(c.contains("tsc") && c["tsc"].is_array()) << name;
+            EXPECT_EQ(c.value("tsc", json::array()).size(), ex.reps) << name << ": ok cell without one sample per repetition";
+        } else {
+            EXPECT_FALSE(c.value("reason", "").empty()) << name << " is " << status << " without a reason";
+            notable.push_back(name + " " + status + ": " + c.value("reason", "").substr(0, 160));
+        }
+    }
+    for (const auto& [k, n] : expected)
+        EXPECT_EQ(seen.count(k) ? seen[k] : 0, 1) << "cell " << std::get<0>(k) << "/" << std::get<1>(k) << " should appear exactly once";
+    for (const auto& [k, n] : seen)
+        EXPECT_TRUE(expected.count(k)) << "cell " << std::get<0>(k) << "/" << std::get<1>(k) << " was not in the plan";
+    for (const auto& s : notable) std::printf("[ cli_test ] %s: %s\n", ex.backend.c_str(), s.c_str());
+
+    // Benchmark entries: Google Benchmark's keys plus ours, names derived from the cell.
+    std::map<std::string, int> iterations, aggregates;
+    for (const auto& e : doc["benchmarks"]) {
+        for (const auto& k : kEntryKeys) EXPECT_TRUE(e.contains(k)) << "entry " << e.value("name", "?") << " lacks " << k;
+        std::string rn = e.value("run_name", ""), name = e.value("name", ""), rt = e.value("run_type", "");
+        std::string want_rn = e.value("pattern", "") + "/" + std::to_string(e.value("footprint_bytes", uint64_t{0})) + "/" +
+                              e.value("backend", "") + "/" + e.value("mode", "");
+        EXPECT_EQ(rn, want_rn);
+        EXPECT_EQ(e.value("backend", ""), ex.backend) << name;
+        EXPECT_EQ(e.value("mode", ""), ex.mode) << name;
+        EXPECT_EQ(e.value("emulated", !ex.emulated), ex.emulated) << name;
+        EXPECT_EQ(e.value("time_unit", ""), "ns") << name;
+        EXPECT_TRUE(e.contains("real_time") && e["real_time"].is_number()) << name;
+        EXPECT_TRUE(e.contains("cpu_time") && e["cpu_time"].is_number()) << name;
+        EXPECT_TRUE(rt == "iteration" || rt == "aggregate") << name << ": run_type '" << rt << "'";
+        if (rt == "iteration") {
+            EXPECT_EQ(name, rn);
+            ++iterations[rn];
+        } else {
+            std::string agg = e.value("aggregate_name", "");
+            EXPECT_TRUE(agg == "mean" || agg == "median" || agg == "stddev" || agg == "cv") << name;
+            EXPECT_EQ(name, rn + "_" + agg);
+            ++aggregates[rn];
+        }
+        auto p = by_name.find(e.value("pattern", ""));
+        EXPECT_TRUE(p != by_name.end()) << name << ": unknown pattern";
+        if (p != by_name.end()) {
+            EXPECT_EQ(e.value("unit", ""), p->second->unit) << name;
+        }
+        auto c = cell_by_name.find(rn);
+        EXPECT_TRUE(c != cell_by_name.end()) << name << " has no cell in flushbench_cells";
+        if (c != cell_by_name.end()) {
+            EXPECT_EQ(e.value("status", ""), c->second->value("status", "")) << name;
+        }
+    }
+    for (const auto& [name, cp] : cell_by_name) {
+        if (cp->value("status", "") == "ok") {
+            EXPECT_EQ(iterations[name], int(ex.reps)) << name << ": one iteration entry per repetition";
+            EXPECT_EQ(aggregates[name], 4) << name << ": mean, median, stddev, cv";
+        } else {
+            EXPECT_EQ(iterations[name], 1) << name << ": one errored entry for a cell without samples";
+        }
+    }
+
+    // What stderr reported as finished is what the file holds.
+    auto prog = progress_lines(err_text);
+    EXPECT_EQ(prog.size(), doc["flushbench_cells"].size()) << err_text;
+    for (const auto& pl : prog) {
+        std::string name = pl.pattern + "/" + std::to_string(pl.footprint) + "/" + pl.backend + "/" + pl.mode;
+        auto c = cell_by_name.find(name);
+        EXPECT_TRUE(c != cell_by_name.end()) << "stderr reported " << name << " but the file lacks it";
+        if (c != cell_by_name.end()) {
+            EXPECT_EQ(c->second->value("status", ""), pl.status) << name;
+        }
+    }
+    return failed;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. A quick run on the built-in KVM VMM.
+
+TEST_F(CliTest, KvmQuickRunWritesCompleteGoogleBenchmarkResults) {
+    REQUIRE_KVM();
+    auto table = patterns_from_binary();
+    ASSERT_FALSE(table.empty());
+    fs::path out = dir_ / "a.json";
+    std::vector<std::string> args = {kBin, "run", "--backend", "kvm", "--quick", "--out", out.string()};
+    auto t0 = Clock::now();
+    ProcResult r = run_cmd(args, 60s);
+    std::printf("[ cli_test ] kvm --quick: exit %d in %.2f s\n", r.code,
+                std::chrono::duration<double>(Clock::now() - t0).count());
+    ASSERT_TRUE(r.code == kExitOk || r.code == kExitCellsFailed) << describe(args, r);
+    ASSERT_TRUE(fs::exists(out)) << describe(args, r);
+    EXPECT_FALSE(fs::exists(out.string() + ".partial")) << "the journal must be removed once the results are final";
+    EXPECT_EQ(dir_entries(dir_), std::set<std::string>{"a.json"}) << "no temporary files left behind";
+    auto doc = load_json(out);
+    ASSERT_TRUE(doc) << "results are not valid JSON";
+    Expect ex;
+    ex.backend = "kvm";
+    int failed = check_document(*doc, ex, table, r.err);
+    EXPECT_EQ(r.code, failed ? kExitCellsFailed : kExitOk) << "exit 1 exactly when some cell hung or crashed\n" << r.err;
+    const json& fbctx = (*doc)["context"]["flushbench"];
+    EXPECT_EQ(fbctx.value("command_line", ""), [&] {
+        std::string s;
+        for (const auto& a : args) s += (s.empty() ? "" : " ") + a;
+        return s;
+    }());
+    std::printf("[ cli_test ] kvm_flavour %s, git_commit %s, %zu cells, %d hung/crashed\n",
+                fbctx.value("kvm_flavour", "?").c_str(), fbctx.value("git_commit", "?").c_str(),
+                (*doc)["flushbench_cells"].size(), failed);
+    auto summary = lines_of(r.err);
+    ASSERT_FALSE(summary.empty());
+    EXPECT_TRUE(contains(summary.back(), "flushbench: ") && contains(summary.back(), out.string())) << summary.back();
+}
+
+// 2. qemu-tcg: everything it measures is labelled as emulated.
+
+TEST_F(CliTest, QemuTcgRunIsLabelledEmulated) {
+    REQUIRE_QEMU();
+    auto table = patterns_from_binary();
+    ASSERT_FALSE(table.empty());
+    fs::path out = dir_ / "t.json";
+    std::vector<std::string> args = {kBin,      "run", "--backend", "qemu-tcg", "--quick", "--patterns", "nop,cpuid,wbinvd,clflush",
+                                     "--out", out.string()};
+    ProcResult r = run_cmd(args, 60s);
+    ASSERT_TRUE(r.code == kExitOk || r.code == kExitCellsFailed) << describe(args, r);
+    auto doc = load_json(out);
+    ASSERT_TRUE(doc) << describe(args, r);
+    EXPECT_FALSE(fs::exists(out.string() + ".partial"));
+    Expect ex;
+    ex.backend = "qemu-tcg";
+    ex.emulated = true;
+    ex.patterns = {"nop", "cpuid", "wbinvd", "clflush"};
+    int failed = check_document(*doc, ex, table, r.err);
+    EXPECT_EQ(r.code, failed ? kExitCellsFailed : kExitOk);
+    ASSERT_FALSE((*doc)["benchmarks"].empty());
+    for (const auto& e : (*doc)["benchmarks"]) EXPECT_EQ(e.value("emulated", false), true) << e.value("name", "?");
+    const json fbctx = (*doc)["context"].value("flushbench", json::object());
+    ASSERT_TRUE(fbctx.contains("caveats")) << fbctx.dump().substr(0, 500);
+    bool says_emulated = false;
+    for (const auto& c : fbctx["caveats"])
+        if (c.is_string() && contains(c.get<std::string>(), "emulated")) says_emulated = true;
+    EXPECT_TRUE(says_emulated) << fbctx["caveats"].dump();
+    EXPECT_TRUE(contains(r.err, "[emulated]")) << "progress lines should flag emulated timings\n" << r.err;
+}
+
+// 3. Google Benchmark's own compare.py reads two runs unchanged.
+
+TEST_F(CliTest, CompareDotPyAcceptsTwoKvmRuns) {
+    REQUIRE_KVM();
+    if (access(kPython.c_str(), X_OK) != 0 || !fs::exists(kCompare))
+        GTEST_SKIP() << kCompare << " or " << kPython << " missing (apt-get install libbenchmark-tools)";
+    ProcResult deps = run_cmd({kPython, "-c", "import numpy, scipy.stats"}, 30s);
+    if (deps.code != 0) GTEST_SKIP() << "compare.py needs numpy and scipy: " << deps.err.substr(0, 200);
+    std::vector<std::string> outs;
+    for (const char* n : {"A.json", "B.json"}) {
+        outs.push_back((dir_ / n).string());
+        std::vector<std::string> args = {kBin, "run", "--backend", "kvm", "--quick", "--quiet", "--out", outs.back()};
+        ProcResult r = run_cmd(args, 60s);
+        ASSERT_TRUE(r.code == kExitOk || r.code == kExitCellsFailed) << describe(args, r);
+        ASSERT_TRUE(fs::exists(outs.back()));
+    }
+    std::vector<std::string> cmp = {kPython, kCompare, "benchmarks", outs[0], outs[1]};
+    ProcResult r = run_cmd(cmp, 60s);
+    EXPECT_EQ(r.code, 0) << describe(cmp, r);
+    EXPECT_TRUE(contains(r.out, "nop/0/kvm/coherent")) << describe(cmp, r);
+    EXPECT_TRUE(contains(r.out, "wbinvd/65536/kvm/coherent_median")) << describe(cmp, r);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Bad input: the documented exit code, one "flushbench:" line, nothing written or lost.
+
+struct BadInput {
+    const char* label;
+    std::vector<std::string> args;  // after "run"; "@OUT" is replaced by the --out path
+    int code;
+    std::vector<std::string> mentions;  // substrings the one stderr line must contain
+    enum Needs { any_backend, kvm, qemu } needs = any_backend;
+    bool empty_path = false;  // run with PATH set to an empty directory
+    bool own_out = false;     // args carry their own --out
+};
+
+std::ostream& operator<<(std::ostream& os, const BadInput& b) { return os << b.label; }
+
+class CliBadInput : public CliTest, public ::testing::WithParamInterface<BadInput> {};
+
+// A backend that gets past make_plan's backend checks on this host, so later checks are reached.
+std::optional<std::string> working_backend() {
+    std::string why;
+    if (kvm_usable(why)) return "kvm";
+    if (qemu_available()) return "qemu-tcg";
+    return std::nullopt;
+}
+
+TEST_P(CliBadInput, FailsCleanly) {
+    const BadInput& b = GetParam();
+    std::string why;
+    if (b.needs == BadInput::kvm && !kvm_usable(why)) GTEST_SKIP() << why;
+    if (b.needs == BadInput::qemu && !qemu_available()) GTEST_SKIP() << "qemu-system-x86_64 not on PATH";
+    std::optional<std::string> backend = working_backend();
+    if (!backend) GTEST_SKIP() << "neither /dev/kvm nor QEMU: every run stops at the backend check";
+
+    fs::path empty = dir_ / "empty-path";
+    fs::create_directory(empty);
+    std::map<std::string, std::string> env;
+    if (b.empty_path) env["PATH"] = empty.string();
+
+    // Twice: once with nothing at --out (nothing may appear), once over an earlier results
+    // file (it must survive byte for byte).
+    for (bool previous : {false, true}) {
+        if (b.own_out && previous) continue;
+        fs::path outdir = dir_ / (previous ? "over" : "fresh");
+        fs::create_directory(outdir);
+        fs::path out = outdir / "r.json";
+        const std::string sentinel = "{\"previous\": \"results that must not be lost\"}\n";
+        if (previous) std::ofstream(out) << sentinel;
+
+        std::vector<std::string> args = {kBin, "run"};
+        bool has_backend = false;
+        for (const auto& a : b.args) {
+            args.push_back(a == "@OUT" ? out.string() : a);
+            has_backend |= a == "--backend";
+        }
+        if (!has_backend) args.insert(args.begin() + 2, {"--backend", *backend});
+        if (!b.own_out) args.insert(args.end(), {"--out", out.string()});
+
+        ProcResult r = run_cmd(args, 60s, env);
+        SCOPED_TRACE(describe(args, r));
+        EXPECT_EQ(r.code, b.code);
+        EXPECT_TRUE(r.out.empty());
+        auto lines = lines_of(r.err);
+        EXPECT_EQ(lines.size(), 1u) << "exactly one line on stderr";
+        EXPECT_TRUE(!r.err.empty() && r.err.back() == '\n');
+        if (!lines.empty()) {
+            EXPECT_EQ(lines[0].rfind("flushbench:", 0), 0u) << lines[0];
+            for (const auto& m : b.mentions) EXPECT_TRUE(contains(lines[0], m)) << "should mention '" << m << "'";
+        }
+        if (previous) {
+            EXPECT_EQ(read_file(out), sentinel) << "an earlier results file was overwritten";
+            EXPECT_EQ(dir_entries(outdir), std::set<std::string>{"r.json"});
+        } else if (!b.own_out) {
+            EXPECT_TRUE(dir_entries(outdir).empty()) << "nothing may be written for bad input";
+        }
+    }
+}
+
+const BadInput kBadInputs[] = {
+    {"noncoherent_without_vfio", {"--backend", "kvm", "--mode", "noncoherent"}, kExitEnvironment, {"--vfio", "snoop control"},
+     BadInput::kvm},
+    {"vfio_not_a_vfio_file", {"--backend", "kvm", "--vfio", "/dev/null", "--mode", "noncoherent"}, kExitUsage,
+     {"not a VFIO", "/dev/null"}, BadInput::kvm},
+    {"unknown_pattern", {"--patterns", "bogus"}, kExitUsage, {"'bogus'"}},
+    {"bad_footprint_suffix", {"--footprints", "4X"}, kExitUsage, {"4X"}},
+    {"footprint_too_large", {"--footprints", "8G"}, kExitUsage, {"--footprints"}},
+    {"missing_image", {"--image", "/nonexistent.elf"}, kExitEnvironment, {"/nonexistent.elf"}},
+    {"qemu_missing", {"--backend", "qemu-tcg", "--quick"}, kExitEnvironment, {"apt-get install qemu-system-x86"},
+     BadInput::any_backend, true},
+    {"out_not_writable", {"--quick", "--out", "/proc/forbidden/x.json"}, kExitEnvironment, {"not writable", "/proc/forbidden"},
+     BadInput::any_backend, false, true},
+    {"both_modes_on_tcg_without_vfio_pci", {"--mode", "both", "--backend", "qemu-tcg", "--quick"}, kExitEnvironment,
+     {"--vfio-pci", "snoop control"}, BadInput::qemu},
+    {"duplicate_pattern", {"--patterns", "nop,nop"}, kExitUsage, {"'nop'"}},
+    {"mem_too_small", {"--patterns", "dirty", "--footprints", "1M", "--mem-mib", "1"}, kExitUsage, {"--mem-mib"}},
+    {"vfio_on_qemu_backend", {"--backend", "qemu-tcg", "--vfio", "/dev/null"}, kExitUsage, {"--vfio"}, BadInput::qemu},
+    {"vfio_pci_on_kvm_backend", {"--backend", "kvm", "--vfio-pci", "0000:00:01.0"}, kExitUsage, {"--vfio-pci"}, BadInput::kvm},
+    {"migrate_on_qemu_backend", {"--backend", "qemu-tcg", "--migrate-ms", "5"}, kExitUsage, {"--migrate-ms"}, BadInput::qemu},
+};
+
+INSTANTIATE_TEST_SUITE_P(Run, CliBadInput, ::testing::ValuesIn(kBadInputs),
+                         [](const ::testing::TestParamInfo<BadInput>& i) { return std::string(i.param.label); });
+
+// CLI11's own parse errors print more than one line; only the exit code is the contract there.
+TEST_F(CliTest, ParseErrorsExitWithUsage) {
+    const std::vector<std::vector<std::string>> cases = {
+        {kBin},
+        {kBin, "frobnicate"},
+        {kBin, "run", "--bogus-flag"},
+        {kBin, "run", "--backend", "xen"},
+        {kBin, "run", "--mode", "sometimes"},
+        {kBin, "run", "--reps", "0"},
+        {kBin, "run", "--reps", "many"},
+        {kBin, "run", "--cell-timeout", "0"},
+        {kBin, "run", "--machine", "isapc"},
+        {kBin, "probe", "--bogus"},
+    };
+    for (const auto& args : cases) {
+        ProcResult r = run_cmd(args, 20s);
+        EXPECT_EQ(r.code, kExitUsage) << describe(args, r);
+        EXPECT_FALSE(r.err.empty()) << describe(args, r);
+    }
+    EXPECT_TRUE(dir_entries(dir_).empty());
+    ProcResult v = run_cmd({kBin, "--version"}, 20s);
+    EXPECT_EQ(v.code, 0) << describe({kBin, "--version"}, v);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. probe --json.
+
+TEST_F(CliTest, ProbeJsonListsCapabilities) {
+    std::vector<std::string> args = {kBin, "probe", "--json"};
+    ProcResult r = run_cmd(args, 60s);
+    ASSERT_EQ(r.code, 0) << describe(args, r);
+    json j = json::parse(r.out, nullptr, false);
+    ASSERT_FALSE(j.is_discarded()) << "probe --json is not JSON:\n" << r.out.substr(0, 1000);
+    ASSERT_TRUE(j.contains("capabilities") && j["capabilities"].is_array()) << r.out.substr(0, 1000);
+    std::map<std::string, json> caps;
+    for (const auto& c : j["capabilities"]) {
+        EXPECT_TRUE(c.contains("name") && c["name"].is_string()) << c.dump();
+        EXPECT_TRUE(c.contains("available") && c["available"].is_boolean()) << c.dump();
+        EXPECT_TRUE(c.contains("detail") && c["detail"].is_string()) << c.dump();
+        EXPECT_TRUE(c.contains("fix") && c["fix"].is_string()) << c.dump();
+        std::string name = c.value("name", "");
+        EXPECT_FALSE(caps.count(name)) << "capability listed twice: " << name;
+        caps[name] = c;
+        if (c.value("available", true) == false) {
+            EXPECT_FALSE(c.value("fix", "").empty() && c.value("detail", "").empty()) << name;
+        }
+    }
+    for (const char* want : {"kvm", "kvm_vfio_device", "vfio", "qemu"}) EXPECT_TRUE(caps.count(want)) << "no capability " << want;
+    std::string why;
+    if (caps.count("kvm")) {
+        EXPECT_EQ(caps["kvm"].value("available", false), kvm_usable(why)) << caps["kvm"].dump();
+    }
+    if (caps.count("qemu")) {
+        EXPECT_EQ(caps["qemu"].value("available", false), qemu_available()) << caps["qemu"].dump();
+    }
+    std::string facts;
+    for (const auto& [name, c] : caps) facts += " " + name + "=" + (c.value("available", false) ? "yes" : "no");
+    std::printf("[ cli_test ] probe:%s\n", facts.c_str());
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Ctrl-C mid-run keeps every finished cell and exits 130.
+
+void interrupt_mid_run(const fs::path& dir, const std::string& backend, unsigned reps) {
+    auto table = patterns_from_binary();
+    ASSERT_FALSE(table.empty());
+    fs::path out = dir / "int.json";
+    // On this host a 2000-rep TCG run finishes in under a second, too close to the time it takes
+    // us to see the first progress line and signal, so TCG runs 20000; a KVM cell streams each
+    // repetition through an exit, and 2000 reps already take about a second per cell.
+    std::vector<std::string> args = {kBin,         "run",        "--backend", backend, "--reps",
+                                     std::to_string(reps), "--footprints", "0,4K,64K,1M", "--patterns", "dirty,clflush,nop",
+                                     "--out",      out.string()};
+    Child child(args);
+    ASSERT_GT(child.pid(), 0);
+    bool saw = child.pump_until([](const std::string& e) { return contains(e, "[   1/"); }, 60s);
+    ASSERT_TRUE(saw) << "no progress line within 60 s:\n" << child.err();
+    auto t0 = Clock::now();
+    child.send(SIGINT);
+    ProcResult r = child.finish(30s);
+    double stop_s = std::chrono::duration<double>(Clock::now() - t0).count();
+    auto prog = progress_lines(r.err);
+    std::printf("[ cli_test ] %s: SIGINT after %zu finished cell(s); exit %d %.2f s later\n", backend.c_str(), prog.size(),
+                r.code, stop_s);
+    ASSERT_FALSE(r.timed_out) << describe(args, r);
+    EXPECT_EQ(r.code, kExitInterrupted) << describe(args, r);
+    EXPECT_FALSE(r.signaled) << "flushbench must catch SIGINT, not die of it";
+    ASSERT_TRUE(fs::exists(out)) << describe(args, r);
+    EXPECT_FALSE(fs::exists(out.string() + ".partial"));
+    auto doc = load_json(out);
+    ASSERT_TRUE(doc) << "results after SIGINT are not valid JSON";
+    const json& cells = (*doc)["flushbench_cells"];
+    int ok_with_samples = 0;
+    std::set<std::string> in_file;
+    for (const auto& c : cells) {
+        in_file.insert(c.value("name", ""));
+        if (c.value("status", "") == "ok" && c.value("tsc", json::array()).size() == reps) ++ok_with_samples;
+        EXPECT_TRUE(kCellStatuses.count(c.value("status", ""))) << c.value("name", "") << " " << c.value("status", "");
+    }
+    EXPECT_GE(ok_with_samples, 1) << "at least one ok cell with all its samples";
+    EXPECT_LT(cells.size(), 9u) << "the run finished before SIGINT arrived: the test did not test an interruption";
+    EXPECT_EQ(prog.size(), cells.size()) << "cells in the file vs progress lines on stderr\n" << r.err;
+    for (const auto& p : prog) {
+        std::string name = p.pattern + "/" + std::to_string(p.footprint) + "/" + p.backend + "/" + p.mode;
+        EXPECT_TRUE(in_file.count(name)) << "stderr reported " << name << " finished, the file lost it";
+    }
+    const json fbctx = (*doc)["context"].value("flushbench", json::object());
+    EXPECT_EQ(fbctx.value("run", json::object()).value("interrupted", false), true) << "run summary should say interrupted";
+    EXPECT_TRUE(contains(r.err, "interrupted")) << r.err;
+    // The interrupted document is still a complete one: labelled cells, entries only for them.
+    for (const auto& c : cells) {
+        EXPECT_EQ(c.value("backend", ""), backend);
+        EXPECT_EQ(c.value("emulated", false), backend == "qemu-tcg");
+        if (c.value("status", "") != "ok")
+            std::printf("[ cli_test ] after SIGINT: %s %s\n", c.value("name", "").c_str(), c.value("status", "").c_str());
+    }
+    for (const auto& e : (*doc)["benchmarks"]) EXPECT_TRUE(in_file.count(e.value("run_name", ""))) << e.value("name", "");
+}
+
+TEST_F(CliTest, SigintMidRunOnQemuTcgKeepsFinishedCells) {
+    REQUIRE_QEMU();
+    interrupt_mid_run(dir_, "qemu-tcg", 20000);
+}
+
+TEST_F(CliTest, SigintMidRunOnKvmKeepsFinishedCells) {
+    REQUIRE_KVM();
+    interrupt_mid_run(dir_, "kvm", 2000);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. patterns --json.
+
+TEST_F(CliTest, PatternsJsonListsEachPatternOnce) {
+    std::vector<std::string> args = {kBin, "patterns", "--json"};
+    ProcResult r = run_cmd(args, 20s);
+    ASSERT_EQ(r.code, 0) << describe(args, r);
+    json j = json::parse(r.out, nullptr, false);
+    ASSERT_FALSE(j.is_discarded()) << r.out.substr(0, 1000);
+    ASSERT_TRUE(j.contains("patterns") && j["patterns"].is_array() && !j["patterns"].empty());
+    std::set<std::string> names;
+    for (const auto& p : j["patterns"]) {
+        ASSERT_TRUE(p.contains("name") && p["name"].is_string()) << p.dump();
+        std::string n = p["name"];
+        EXPECT_TRUE(names.insert(n).second) << "pattern listed twice: " << n;
+        EXPECT_TRUE(p.contains("unit") && (p["unit"] == "per-op" || p["unit"] == "per-footprint")) << p.dump();
+        EXPECT_TRUE(p.contains("feature") && p["feature"].is_string() && !p["feature"].get<std::string>().empty()) << p.dump();
+        EXPECT_TRUE(p.contains("uses_footprint") && p["uses_footprint"].is_boolean()) << p.dump();
+    }
+    for (const char* want : {"nop", "cpuid", "wbinvd", "clflush", "clflushopt", "clwb"})
+        EXPECT_TRUE(names.count(want)) << "no pattern " << want;
+
+    // The plain listing names the same patterns, one per line.
+    ProcResult plain = run_cmd({kBin, "patterns"}, 20s);
+    ASSERT_EQ(plain.code, 0);
+    std::set<std::string> listed;
+    for (const auto& line : lines_of(plain.out)) {
+        std::string first = line.substr(0, line.find(' '));
+        EXPECT_TRUE(listed.insert(first).second) << "listed twice: " << first;
+    }
+    EXPECT_EQ(listed, names);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Regression tests for bugs found while writing these tests.
+
+// An existing file that is not a kernel is refused before anything is written, so an earlier
+// results file at --out survives.
+TEST_F(CliTest, BadImageDoesNotOverwriteEarlierResults) {
+    REQUIRE_KVM();
+    fs::path img = dir_ / "not-an-elf.elf", out = dir_ / "r.json";
+    std::ofstream(img) << "hello\n";
+    const std::string sentinel = "{\"previous\": 1}\n";
+    std::ofstream(out) << sentinel;
+    std::vector<std::string> args = {kBin, "run", "--backend", "kvm", "--quick", "--image", img.string(), "--out", out.string()};
+    ProcResult r = run_cmd(args, 60s);
+    EXPECT_EQ(r.code, kExitEnvironment) << describe(args, r);
+    EXPECT_EQ(lines_of(r.err).size(), 1u) << describe(args, r);
+    EXPECT_EQ(read_file(out), sentinel) << "earlier results overwritten by an empty run";
+}
+
+// QEMU's own failure exit (status 1) is never read as a guest verdict: it is an environment error,
+// not a run of crashed cells.
+TEST_F(CliTest, QemuThatCannotStartIsAnEnvironmentError) {
+    REQUIRE_QEMU();
+    fs::path img = dir_ / "not-an-elf.elf", out = dir_ / "q.json";
+    std::ofstream(img) << "hello\n";
+    std::vector<std::string> args = {kBin, "run", "--backend", "qemu-tcg", "--quick", "--image", img.string(), "--out", out.string()};
+    ProcResult r = run_cmd(args, 60s);
+    EXPECT_EQ(r.code, kExitEnvironment) << describe(args, r);
+    EXPECT_FALSE(contains(r.err, "crashed")) << describe(args, r);
+}
+
+// Duplicate footprints would give two cells one benchmark name: refused like duplicate patterns.
+TEST_F(CliTest, DuplicateFootprintsAreRejected) {
+    REQUIRE_KVM();
+    fs::path out = dir_ / "d.json";
+    std::vector<std::string> args = {kBin, "run", "--backend", "kvm", "--quick", "--patterns", "dirty", "--footprints", "4K,4096",
+                                     "--out", out.string()};
+    ProcResult r = run_cmd(args, 60s);
+    EXPECT_EQ(r.code, kExitUsage) << describe(args, r);
+    EXPECT_FALSE(fs::exists(out));
+}
+
+}  // namespace
+}  // namespace fb
