@@ -2,7 +2,7 @@
 // direct entry's boot info) and as the host composes it. One parser, used by both sides:
 //
 //   patterns=wbinvd,clflush footprints=0,4K,1M,2xLLC reps=31 warmup=3 skip=clwb:hangs-here
-//   pmu=auto|off phases=1 from=0
+//   pmu=auto|off phases=1 from=0 inject=hang@3 (fault injection, for tests)
 //
 // A first token without "=" is the image path GRUB prepends, and is ignored.
 #pragma once
@@ -17,6 +17,9 @@ struct FootprintSpec {
     uint32_t llc_times; // N in "NxLLC": resolved against the LLC the CPU reports
 };
 
+// Fault injection for the harness's own tests: what the guest does when it reaches one cell.
+enum class Inject : uint8_t { none, hang, triple_fault, flood, panic };
+
 struct Config {
     static constexpr size_t kMaxFootprints = 16;
     static constexpr size_t kMaxReasonLen = 48;
@@ -30,6 +33,8 @@ struct Config {
     uint32_t phases = 1;  // the built-in VMM toggles snoop-control mode between phases
     uint32_t from = 0;    // first cell id to run: the host resumes a plan after a hung cell
     bool pmu = true;
+    Inject inject = Inject::none;
+    uint32_t inject_cell = 0;
     bool skipped[kPatternCount] = {};
     char skip_reason[kPatternCount][kMaxReasonLen + 1] = {};
 
@@ -112,6 +117,21 @@ inline ConfigError set_skips(Config& c, Str list) {
     return {};
 }
 
+// "hang@3": at cell 3, spin forever; triple_fault, flood (garbage and oversized lines), panic.
+inline ConfigError set_inject(Config& c, Str value) {
+    size_t at = value.find('@');
+    Str kind = value.sub(0, at);
+    uint64_t cell = 0;
+    if (at == value.n || !parse_u64(value.sub(at + 1), cell) || cell > (1u << 30)) return {"inject takes kind@cell", value};
+    if (kind == Str("hang")) c.inject = Inject::hang;
+    else if (kind == Str("triple_fault")) c.inject = Inject::triple_fault;
+    else if (kind == Str("flood")) c.inject = Inject::flood;
+    else if (kind == Str("panic")) c.inject = Inject::panic;
+    else return {"inject kind must be hang, triple_fault, flood or panic", value};
+    c.inject_cell = uint32_t(cell);
+    return {};
+}
+
 inline ConfigError set_count(Str value, uint32_t lo, uint32_t hi, uint32_t& out, const char* what) {
     uint64_t v = 0;
     if (!parse_u64(value, v) || v < lo || v > hi) return {what, value};
@@ -151,12 +171,13 @@ inline ConfigError parse_config(Str cmdline, Config& c) {
         else if (key == Str("phases")) e = set_count(value, 1, Config::kMaxPhases, c.phases, "phases must be 1-8");
         else if (key == Str("from")) e = set_count(value, 0, 1u << 30, c.from, "from must be a cell id");
         else if (key == Str("skip")) e = set_skips(c, value);
+        else if (key == Str("inject")) e = set_inject(c, value);
         else if (key == Str("pmu")) {
             if (value == Str("auto")) c.pmu = true;
             else if (value == Str("off")) c.pmu = false;
             else e = {"pmu must be auto or off", w};
         } else {
-            e = {"unknown key (patterns, footprints, reps, warmup, phases, from, skip, pmu)", w};
+            e = {"unknown key (patterns, footprints, reps, warmup, phases, from, skip, pmu, inject)", w};
         }
         if (e.message) return e;
     }

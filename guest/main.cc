@@ -184,6 +184,34 @@ uint64_t calibrate_overhead() {
     return tsc_samples[n / 2];
 }
 
+// The harness's fault-injection tests: misbehave the way real guests and KVMs do, inside an open cell.
+void inject_fault() {
+    switch (config.inject) {
+        case Inject::none: return;
+        case Inject::hang:  // like CLWB and VMMCALL on some KVMs: no exit, no output, forever
+            for (;;) asm volatile("pause");
+        case Inject::triple_fault: {  // an IDT that cannot deliver anything: #BP -> #DF -> shutdown
+            struct [[gnu::packed]] {
+                uint16_t limit;
+                uint64_t base;
+            } empty{0, 0};
+            asm volatile("lidt %0; int3" ::"m"(empty));
+            halt_forever();
+        }
+        case Inject::flood: {  // console garbage, forged and corrupted records, an oversized line
+            for (int i = 0; i < 200; ++i) Serial::write("garbage \x01\x7f line that is not a record\n");
+            Records::emit(Writer("samples").field("id", 1u << 30).field("seq", 0));  // valid CRC, wrong cell
+            Serial::write("FB1 samples id=0 seq=0 tsc=1,2,3 #00000000\n");               // bad CRC
+            for (int i = 0; i < 3000; ++i) Serial::write("x");                          // oversized
+            Serial::write("\n");
+            return;
+        }
+        case Inject::panic:
+            Records::emit(Writer("panic").field("msg", "injected"));
+            stop(boot::ExitCode::panic);
+    }
+}
+
 void run_cell(uint32_t phase, const Pattern& p, uint64_t footprint, bool resolved) {
     uint64_t id = tally.cells++;
     if (id < config.from) return;  // ran in an earlier boot
@@ -191,6 +219,7 @@ void run_cell(uint32_t phase, const Pattern& p, uint64_t footprint, bool resolve
     w.field("id", id).field("phase", phase).field("pattern", p.name).field("footprint", footprint);
     w.field("reps", config.reps).field("warmup", config.warmup).field("unit", unit_name(p.unit));
     Records::emit(w);
+    if (config.inject != Inject::none && id == config.inject_cell) inject_fault();
 
     size_t index = size_t(&p - kPatterns);
     if (config.skipped[index]) {

@@ -74,6 +74,10 @@ int main(int argc, char** argv) {
     run->add_option("--out", ro.out, "results file (default results/<UTC-time>-<host>.json)");
     run->add_flag("--quick", quick, "small matrix: footprints 0,4K,64K, 11 reps, 2 warm-up, 5 s cell timeout");
     run->add_flag("--quiet", ro.quiet, "no per-cell progress lines");
+    std::string resume;
+    run->add_option("--resume", resume, "continue an interrupted run from its <out>.partial journal (other options come from it)");
+    // The harness's own fault-injection tests (README, "Bad inputs and faults"); hidden from --help.
+    run->add_option("--inject", ro.inject, "guest misbehaves at a cell: hang@N, triple_fault@N, flood@N, panic@N")->group("");
 
     try {
         app.parse(argc, argv);
@@ -96,6 +100,7 @@ int main(int argc, char** argv) {
         }
         return 0;
     }
+    if (!resume.empty()) return fb::resume_benchmark(resume, ro.quiet);
     if (quick) {
         if (run->count("--footprints") == 0) ro.footprints = "0,4K,64K";
         if (run->count("--reps") == 0) ro.reps = 11;

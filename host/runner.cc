@@ -464,14 +464,24 @@ BootEnd boot_qemu(const Plan& plan, const RunOptions& o, const std::string& cmdl
 
 // Boots until every cell of these phases is accounted for: after a hung or crashed cell, the
 // guest restarts at the next cell with the culprit's pattern skipped (it would hang again).
-void run_boot_group(const Plan& plan, const RunOptions& o, const std::vector<Phase>& phases, CellSink& sink, json& boots_log) {
+void run_boot_group(const Plan& plan, const RunOptions& o, const std::vector<Phase>& phases, CellSink& sink, json& boots_log,
+                    const std::vector<Cell>& already) {
     uint32_t from = 0, cells_total = cells_per_phase(plan.config) * uint32_t(phases.size());
     std::string skips = o.skip;
+    // Resuming: this group's cells in the journal are its first ones, in id order; patterns that
+    // hung or crashed stay skipped.
+    for (const auto& c : already) {
+        if (std::none_of(phases.begin(), phases.end(), [&](const Phase& p) { return p.label == c.mode; })) continue;
+        ++from;
+        if ((c.status == CellStatus::hung || c.status == CellStatus::crashed) && skips.find(c.pattern) == std::string::npos)
+            skips += (skips.empty() ? "" : ",") + c.pattern + ":" + (c.status == CellStatus::hung ? "hung" : "crashed") + "-earlier-in-this-run";
+    }
     uint64_t tsc_khz = plan.tsc_khz;
     while (from < cells_total && !g_interrupted.load()) {
         std::string cmdline = fmt::format("patterns={} footprints={} reps={} warmup={} phases={} from={}", o.patterns,
                                           o.footprints, o.reps, o.warmup, phases.size(), from);
         if (!skips.empty()) cmdline += " skip=" + skips;
+        if (!o.inject.empty()) cmdline += " inject=" + o.inject;
         RecordStream stream;
         json facts = {{"cmdline", cmdline}}, cell_extra = json::object();
         stream.on_cell([&](Cell&& c) {
@@ -544,8 +554,57 @@ std::string default_guest_image() {
     return std::string(FLUSHBENCH_BUILD_DIR) + "/guest/flushbench-guest.elf";
 }
 
-int run_benchmark(const RunOptions& o) {
-    Plan plan;
+namespace {
+
+// The one execution path of fresh and resumed runs: boots every group, writes the final file.
+int execute(const Plan& plan, const RunOptions& o, ResultsWriter& results) {
+    if (!o.quiet)
+        fmt::print(stderr, "flushbench: {} boot(s) on {}, guest '{}', journal {}\n", plan.boots.size(), plan.backend, plan.cmdline,
+                   results.journal());
+    SignalScope signals;
+    g_interrupted.store(false);
+    std::vector<Cell> already = results.cells();
+    CellSink sink(results, plan, o.quiet);
+    json boots_log = json::array();
+    int status = kExitOk;
+    std::string failure;
+    try {
+        for (const auto& phases : plan.boots) {
+            if (g_interrupted.load()) break;
+            run_boot_group(plan, o, phases, sink, boots_log, already);
+        }
+    } catch (const UsageError& e) {
+        failure = e.what(), status = kExitUsage;
+    } catch (const EnvironmentError& e) {
+        failure = e.what(), status = kExitEnvironment;
+    } catch (const std::exception& e) {
+        failure = e.what(), status = kExitEnvironment;
+    }
+    if (!failure.empty()) fmt::print(stderr, "flushbench: {}\n", failure);
+
+    bool interrupted = g_interrupted.load();
+    uint32_t failed = 0;
+    for (const auto& c : results.cells())
+        if (!is_measured(c.status)) ++failed;
+    json summary = {{"boots", boots_log}, {"cells", results.cells().size()}, {"cells_planned", sink.total()},
+                    {"resumed_cells", already.size()}, {"interrupted", interrupted}, {"error", failure}};
+    try {
+        std::string path = results.finish(summary);
+        print_summary(sink, path);
+    } catch (const std::exception& e) {
+        fmt::print(stderr, "flushbench: {}; every finished cell is still in {}\n", e.what(), results.journal());
+        return kExitEnvironment;
+    }
+    if (interrupted) {
+        fmt::print(stderr, "flushbench: interrupted; finished cells were written\n");
+        return kExitInterrupted;
+    }
+    if (status != kExitOk) return status;
+    return failed ? kExitCellsFailed : kExitOk;
+}
+
+// Checks the options; on failure prints the one-line reason and returns the exit status.
+std::optional<int> checked_plan(const RunOptions& o, Plan& plan) {
     try {
         plan = make_plan(o);
     } catch (const UsageError& e) {
@@ -556,18 +615,60 @@ int run_benchmark(const RunOptions& o) {
         return kExitEnvironment;
     }
     plan.tsc_khz = plan.backend == "kvm" ? 0 : scratch_vm_tsc_khz();
+    return std::nullopt;
+}
 
+}  // namespace
+
+json to_json(const RunOptions& o) {
+    return {{"backend", o.backend}, {"mode", o.mode}, {"vfio", o.vfio}, {"vfio_baseline", o.vfio_baseline},
+            {"vfio_pci", o.vfio_pci}, {"machine", o.machine}, {"patterns", o.patterns}, {"footprints", o.footprints},
+            {"skip", o.skip}, {"reps", o.reps}, {"warmup", o.warmup}, {"vcpu_cpu", o.vcpu_cpu},
+            {"migrate_ms", o.migrate_ms}, {"mem_mib", o.mem_mib}, {"cell_timeout_s", o.cell_timeout.count()},
+            {"image", o.image}, {"out", o.out}, {"inject", o.inject}};
+}
+
+RunOptions run_options_from_json(const json& j) {
+    RunOptions o;
+    o.backend = j.at("backend").get<std::string>();
+    o.mode = j.at("mode").get<std::string>();
+    o.vfio = j.value("vfio", "");
+    o.vfio_baseline = j.value("vfio_baseline", "");
+    o.vfio_pci = j.value("vfio_pci", std::vector<std::string>{});
+    o.machine = j.value("machine", "microvm");
+    o.patterns = j.at("patterns").get<std::string>();
+    o.footprints = j.at("footprints").get<std::string>();
+    o.skip = j.value("skip", "");
+    o.reps = j.at("reps").get<uint32_t>();
+    o.warmup = j.at("warmup").get<uint32_t>();
+    o.vcpu_cpu = j.value("vcpu_cpu", -1);
+    o.migrate_ms = j.value("migrate_ms", 0u);
+    o.mem_mib = j.value("mem_mib", uint64_t{0});
+    o.cell_timeout = std::chrono::seconds(j.value("cell_timeout_s", 10));
+    o.image = j.value("image", "");
+    o.out = j.value("out", "");
+    o.inject = j.value("inject", "");
+    return o;
+}
+
+int run_benchmark(const RunOptions& o) {
+    Plan plan;
+    if (auto failed = checked_plan(o, plan)) return *failed;
+
+    RunOptions recorded = o;
+    recorded.backend = plan.backend;  // "auto" resolved: a resumed run must use the same backend
     json fbctx = {{"schema_version", kResultsSchemaVersion}, {"version", FLUSHBENCH_VERSION},
                   {"git_commit", FLUSHBENCH_GIT_COMMIT}, {"command_line", o.command_line}, {"backend", plan.backend},
                   {"emulated", plan.emulated}, {"kvm_flavour", kvm_flavour()}, {"host", host_fingerprint()},
                   {"guest_cmdline", plan.cmdline}, {"mode", o.mode}, {"machine", plan.backend == "kvm" ? "flushbench-vmm" : o.machine},
                   {"mem_bytes", plan.mem_bytes}, {"cell_timeout_s", o.cell_timeout.count()},
-                  {"vcpu_cpu", o.vcpu_cpu}, {"migrate_ms", o.migrate_ms},
+                  {"vcpu_cpu", o.vcpu_cpu}, {"migrate_ms", o.migrate_ms}, {"options", to_json(recorded)},
                   {"tsc_khz_source", plan.backend == "kvm" ? "KVM_GET_TSC_KHZ on the vCPU" : "KVM_GET_TSC_KHZ on a scratch vCPU"}};
     if (plan.vfio) fbctx["vfio"] = *plan.vfio;
     if (plan.vfio_baseline) fbctx["vfio_baseline"] = *plan.vfio_baseline;
     else fbctx["vfio_baseline"] = nullptr;
     if (plan.emulated) fbctx["caveats"] = {"qemu-tcg: TCG treats WBINVD and CLFLUSH* as no-ops; timings are emulated, functional only"};
+    if (!o.inject.empty()) fbctx["fault_injection"] = o.inject;
 
     std::string out = o.out;
     if (out.empty()) {
@@ -582,49 +683,24 @@ int run_benchmark(const RunOptions& o) {
         fmt::print(stderr, "flushbench: {}\n", e.what());
         return kExitEnvironment;
     }
-    if (!o.quiet)
-        fmt::print(stderr, "flushbench: {} boot(s) on {}, guest '{}', journal {}\n", plan.boots.size(), plan.backend, plan.cmdline,
-                   results->journal());
+    return execute(plan, o, *results);
+}
 
-    SignalScope signals;
-    g_interrupted.store(false);
-    CellSink sink(*results, plan, o.quiet);
-    json boots_log = json::array();
-    int status = kExitOk;
-    std::string failure;
+int resume_benchmark(const std::string& journal, bool quiet) {
+    std::unique_ptr<ResultsWriter> results;
+    RunOptions o;
     try {
-        for (const auto& phases : plan.boots) {
-            if (g_interrupted.load()) break;
-            run_boot_group(plan, o, phases, sink, boots_log);
-        }
-    } catch (const UsageError& e) {
-        failure = e.what(), status = kExitUsage;
-    } catch (const EnvironmentError& e) {
-        failure = e.what(), status = kExitEnvironment;
+        results = std::make_unique<ResultsWriter>(ResultsWriter::resume(journal));
+        o = run_options_from_json(results->context().at("flushbench").at("options"));
     } catch (const std::exception& e) {
-        failure = e.what(), status = kExitEnvironment;
+        fmt::print(stderr, "flushbench: cannot resume {}: {}\n", journal, e.what());
+        return kExitUsage;
     }
-    if (!failure.empty()) fmt::print(stderr, "flushbench: {}\n", failure);
-
-    bool interrupted = g_interrupted.load();
-    uint32_t failed = 0;
-    for (const auto& [st, n] : sink.counts())
-        if (!is_measured(st)) failed += n;
-    json summary = {{"boots", boots_log}, {"cells", sink.done()}, {"cells_planned", sink.total()},
-                    {"interrupted", interrupted}, {"error", failure}};
-    try {
-        std::string path = results->finish(summary);
-        print_summary(sink, path);
-    } catch (const std::exception& e) {
-        fmt::print(stderr, "flushbench: {}; every finished cell is still in {}\n", e.what(), results->journal());
-        return kExitEnvironment;
-    }
-    if (interrupted) {
-        fmt::print(stderr, "flushbench: interrupted; finished cells were written\n");
-        return kExitInterrupted;
-    }
-    if (status != kExitOk) return status;
-    return failed ? kExitCellsFailed : kExitOk;
+    o.quiet = quiet;
+    Plan plan;
+    if (auto failed = checked_plan(o, plan)) return *failed;
+    if (!quiet) fmt::print(stderr, "flushbench: resuming {} with {} cells already measured\n", results->out(), results->cells().size());
+    return execute(plan, o, *results);
 }
 
 }  // namespace fb

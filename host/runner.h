@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "host/cell.h"
 
 namespace fb {
@@ -40,11 +42,19 @@ struct RunOptions {
     std::string image;                       // guest ELF; default: the one built beside us
     std::string out;                         // results file; default results/<UTC>-<host>.json
     std::string command_line;                // recorded in the results
+    std::string inject;                      // fault injection for the harness's tests: kind@cell
     bool quiet = false;
 };
 
+nlohmann::json to_json(const RunOptions& o);
+RunOptions run_options_from_json(const nlohmann::json& j);
+
 // Resolves, checks and runs. Prints progress and a summary; returns an ExitStatus.
 int run_benchmark(const RunOptions& opts);
+
+// Continues an interrupted run from its journal (<out>.partial): the same options, the cells
+// already measured kept, the rest run.
+int resume_benchmark(const std::string& journal, bool quiet);
 
 // The guest image built with this flushbench (build/guest/flushbench-guest.elf).
 std::string default_guest_image();

@@ -9,6 +9,8 @@ FLUSHBENCH_PACKAGES=(
   qemu-system-x86                                # QEMU backends
   grub-pc-bin grub-common xorriso mtools         # bare-metal ISO
   python3 python3-matplotlib python3-scipy       # plots
+  clang libclang-rt-14-dev                       # fuzz targets (libFuzzer)
+  pcm                                            # Intel PCM sidecar (Intel hosts)
 )
 
 fb_log() { printf '%s\n' "flushbench setup: $*" >&2; }

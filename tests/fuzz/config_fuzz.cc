@@ -1,0 +1,19 @@
+// The guest's command-line parser runs in ring 0 with no allocator: any input must parse or fail
+// cleanly, and whatever parses must stay inside the configuration's fixed bounds.
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+
+#include "common/config.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+    fb::Config c;
+    fb::ConfigError e = fb::parse_config(fb::Str(reinterpret_cast<const char*>(data), size), c);
+    if (e.message) return 0;
+    if (c.pattern_count > fb::kPatternCount || c.footprint_count > fb::Config::kMaxFootprints) abort();
+    if (c.reps < 1 || c.reps > fb::Config::kMaxReps || c.phases < 1 || c.phases > fb::Config::kMaxPhases) abort();
+    for (size_t i = 0; i < c.pattern_count; ++i)
+        if (c.pattern_order[i] >= fb::kPatternCount) abort();
+    (void)fb::cells_per_phase(c);
+    return 0;
+}
