@@ -82,8 +82,11 @@ inline ConfigError set_footprints(Config& c, Str list) {
 
 inline ConfigError set_patterns(Config& c, Str list) {
     c.pattern_count = 0;
-    if (list == Str("all")) {
-        for (size_t i = 0; i < kPatternCount; ++i) c.pattern_order[c.pattern_count++] = uint8_t(i);
+    // "all": the flush patterns; "memtypes": the memory-type patterns.
+    if (list == Str("all") || list == Str("memtypes")) {
+        Group g = list == Str("all") ? Group::flush : Group::memtype;
+        for (size_t i = 0; i < kPatternCount; ++i)
+            if (kPatterns[i].group == g) c.pattern_order[c.pattern_count++] = uint8_t(i);
         return {};
     }
     bool seen[kPatternCount] = {};

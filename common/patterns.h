@@ -20,6 +20,24 @@ struct Buffer {
 // also derives per-line figures by dividing by bytes / line).
 enum class Unit : uint8_t { per_op, per_footprint };
 
+// The memory type a pattern's buffer is mapped with, through the guest's PAT. With IOMMU snoop
+// control KVM forces write-back on Intel (the guest's choice is ignored); without it, and always
+// on AMD NPT, the guest PAT is honoured.
+enum class MemType : uint8_t { wb, wc, uc_minus, uc };
+
+inline constexpr const char* mem_type_name(MemType t) {
+    switch (t) {
+        case MemType::wb: return "wb";
+        case MemType::wc: return "wc";
+        case MemType::uc_minus: return "uc-";
+        case MemType::uc: return "uc";
+    }
+    return "?";
+}
+
+// Which `patterns=` keyword selects a pattern: `all` is the flush group, `memtypes` the other.
+enum class Group : uint8_t { flush, memtype };
+
 inline constexpr uint16_t kUnusedPort = 0x80;  // POST-code port: no device, so a pure exit round trip
 
 namespace patterns {
@@ -47,31 +65,59 @@ inline void clwb(const Buffer& b) {
     for (uint64_t off = 0; off < b.bytes; off += b.line) x86::clwb(b.base + off);
     x86::sfence();
 }
+// Every quadword, in order: what a memory type changes (WC combines writes, UC reaches memory
+// on every access).
+inline void read_all(const Buffer& b) {
+    uint64_t sum = 0;
+    for (uint64_t off = 0; off + 8 <= b.bytes; off += 8) sum += *reinterpret_cast<volatile uint64_t*>(b.base + off);
+    asm volatile("" ::"r"(sum));
+}
+inline void write_all(const Buffer& b) {
+    for (uint64_t off = 0; off + 8 <= b.bytes; off += 8) *reinterpret_cast<volatile uint64_t*>(b.base + off) = off;
+    x86::sfence();  // WC stores are weakly ordered: drain them inside the timed region
+}
+// Dirty, then flush: the timed read must come from memory.
+inline void dirty_then_flush(const Buffer& b) {
+    dirty(b);
+    clflush(b);
+}
 
 }  // namespace patterns
 
 struct Pattern {
     const char* name;
+    Group group;
     x86::Feature needs;          // CPUID feature the body's instruction requires
     bool ring0;                  // privileged: WBINVD, port I/O (guest and bare metal only)
     bool uses_footprint;         // run once per footprint; otherwise once, footprint 0
     Unit unit;
     void (*prepare)(const Buffer&);  // untimed, before every repetition
     void (*body)(const Buffer&);     // timed
+    MemType memtype;                 // how the guest maps the buffer for this pattern
     const char* what;
 };
 
 // clang-format off
 inline constexpr Pattern kPatterns[] = {
-    {"nop",        x86::Feature::none,       false, false, Unit::per_op,        patterns::none,  patterns::none,       "empty timed region: the measurement overhead"},
-    {"cpuid",      x86::Feature::none,       false, false, Unit::per_op,        patterns::none,  patterns::cpuid,      "CPUID leaf 0: an unconditional VM exit, handled in the kernel"},
-    {"pio",        x86::Feature::none,       true,  false, Unit::per_op,        patterns::none,  patterns::pio,        "OUT to an unused port: an exit round trip through the VMM"},
-    {"dirty",      x86::Feature::none,       false, true,  Unit::per_footprint, patterns::none,  patterns::dirty,      "store one byte per line: the cost of dirtying alone"},
-    {"wbinvd",     x86::Feature::none,       true,  true,  Unit::per_op,        patterns::dirty, patterns::wbinvd,     "WBINVD after dirtying the footprint"},
-    {"wbnoinvd",   x86::Feature::wbnoinvd,   true,  true,  Unit::per_op,        patterns::dirty, patterns::wbnoinvd,   "WBNOINVD after dirtying the footprint"},
-    {"clflush",    x86::Feature::clflush,    false, true,  Unit::per_footprint, patterns::dirty, patterns::clflush,    "CLFLUSH every dirty line, then MFENCE"},
-    {"clflushopt", x86::Feature::clflushopt, false, true,  Unit::per_footprint, patterns::dirty, patterns::clflushopt, "CLFLUSHOPT every dirty line, then SFENCE"},
-    {"clwb",       x86::Feature::clwb,       false, true,  Unit::per_footprint, patterns::dirty, patterns::clwb,       "CLWB every dirty line, then SFENCE"},
+    {"nop",        Group::flush,   x86::Feature::none,       false, false, Unit::per_op,        patterns::none,  patterns::none,       MemType::wb, "empty timed region: the measurement overhead"},
+    {"cpuid",      Group::flush,   x86::Feature::none,       false, false, Unit::per_op,        patterns::none,  patterns::cpuid,      MemType::wb, "CPUID leaf 0: an unconditional VM exit, handled in the kernel"},
+    {"pio",        Group::flush,   x86::Feature::none,       true,  false, Unit::per_op,        patterns::none,  patterns::pio,        MemType::wb, "OUT to an unused port: an exit round trip through the VMM"},
+    {"dirty",      Group::flush,   x86::Feature::none,       false, true,  Unit::per_footprint, patterns::none,  patterns::dirty,      MemType::wb, "store one byte per line: the cost of dirtying alone"},
+    {"wbinvd",     Group::flush,   x86::Feature::none,       true,  true,  Unit::per_op,        patterns::dirty, patterns::wbinvd,     MemType::wb, "WBINVD after dirtying the footprint"},
+    {"wbnoinvd",   Group::flush,   x86::Feature::wbnoinvd,   true,  true,  Unit::per_op,        patterns::dirty, patterns::wbnoinvd,   MemType::wb, "WBNOINVD after dirtying the footprint"},
+    {"clflush",    Group::flush,   x86::Feature::clflush,    false, true,  Unit::per_footprint, patterns::dirty, patterns::clflush,    MemType::wb, "CLFLUSH every dirty line, then MFENCE"},
+    {"clflushopt", Group::flush,   x86::Feature::clflushopt, false, true,  Unit::per_footprint, patterns::dirty, patterns::clflushopt, MemType::wb, "CLFLUSHOPT every dirty line, then SFENCE"},
+    {"clwb",       Group::flush,   x86::Feature::clwb,       false, true,  Unit::per_footprint, patterns::dirty, patterns::clwb,       MemType::wb, "CLWB every dirty line, then SFENCE"},
+    // Memory types (ring 0: they need the guest's page tables).
+    {"read_wb",    Group::memtype, x86::Feature::none,       true,  true,  Unit::per_footprint, patterns::none,  patterns::read_all,   MemType::wb, "sequential read of a write-back buffer"},
+    {"read_wc",    Group::memtype, x86::Feature::none,       true,  true,  Unit::per_footprint, patterns::none,  patterns::read_all,   MemType::wc, "sequential read of a write-combining buffer"},
+    {"read_uc",    Group::memtype, x86::Feature::none,       true,  true,  Unit::per_footprint, patterns::none,  patterns::read_all,   MemType::uc, "sequential read of an uncacheable buffer"},
+    {"write_wb",   Group::memtype, x86::Feature::none,       true,  true,  Unit::per_footprint, patterns::none,  patterns::write_all,  MemType::wb, "sequential write of a write-back buffer, then SFENCE"},
+    {"write_wc",   Group::memtype, x86::Feature::none,       true,  true,  Unit::per_footprint, patterns::none,  patterns::write_all,  MemType::wc, "sequential write of a write-combining buffer, then SFENCE"},
+    {"write_uc",   Group::memtype, x86::Feature::none,       true,  true,  Unit::per_footprint, patterns::none,  patterns::write_all,  MemType::uc, "sequential write of an uncacheable buffer, then SFENCE"},
+    {"rflush_wb",  Group::memtype, x86::Feature::clflush,    true,  true,  Unit::per_footprint, patterns::dirty_then_flush, patterns::read_all, MemType::wb, "read after dirty + CLFLUSH, write-back"},
+    {"rflush_wc",  Group::memtype, x86::Feature::clflush,    true,  true,  Unit::per_footprint, patterns::dirty_then_flush, patterns::read_all, MemType::wc, "read after dirty + CLFLUSH, write-combining"},
+    {"rflush_uc",  Group::memtype, x86::Feature::clflush,    true,  true,  Unit::per_footprint, patterns::dirty_then_flush, patterns::read_all, MemType::uc, "read after dirty + CLFLUSH, uncacheable"},
 };
 // clang-format on
 
@@ -82,6 +128,8 @@ inline const Pattern* find_pattern(Str name) {
         if (Str(p.name) == name) return &p;
     return nullptr;
 }
+
+inline constexpr const char* group_name(Group g) { return g == Group::flush ? "flush" : "memtype"; }
 
 inline constexpr const char* unit_name(Unit u) { return u == Unit::per_op ? "per-op" : "per-footprint"; }
 

@@ -5,11 +5,13 @@
 #include "common/config.h"
 #include "common/patterns.h"
 #include "common/wire.h"
+#include "common/x86/cache.h"
 #include "common/x86/cpu.h"
 #include "common/x86/io.h"
 #include "guest/boot_info.h"
 #include "guest/cr.h"
 #include "guest/idt.h"
+#include "guest/msr.h"
 #include "guest/paging.h"
 #include "guest/pmu.h"
 #include "guest/records.h"
@@ -83,7 +85,8 @@ void emit_hello(const BootFacts& boot) {
     w.field("tsc_src", tsc_freq.source);
     w.field("llc", llc).field("line", line);
     w.field("ram_end", boot.ram_end).hex("arena", uint64_t(arena.base)).field("arena_bytes", arena.bytes);
-    w.hex("pat", Paging::pat());
+    w.hex("pat", Paging::pat()).hex("mtrr_def_type", Paging::mtrr_def_type_at_boot());
+    if (Paging::enabled_mtrrs()) w.field("mtrr", "enabled-by-kernel");
     w.field("pmu", Pmu::available() ? Pmu::kind() : "unavailable");
     if (!Pmu::available()) w.field("pmu_reason", Pmu::unavailable_reason());
     else {
@@ -119,6 +122,31 @@ void emit_config() {
     Records::emit(w);
 }
 
+// Maps the cell's buffer with the pattern's memory type for the cell's lifetime. SDM 11.12.4:
+// lines cached under the old type must go before the new one applies, hence the WBINVDs.
+class MappedAs {
+public:
+    MappedAs(const Buffer& b, MemType t) : base_(uint64_t(b.base)), bytes_(b.bytes), changed_(t != MemType::wb) {
+        if (!changed_) return;
+        x86::wbinvd();
+        Paging::set_type(base_, bytes_, t);
+        mapped_ = Paging::type_of(base_);  // read back: what the page table now says
+    }
+    ~MappedAs() {
+        if (!changed_) return;
+        x86::wbinvd();
+        Paging::set_type(base_, bytes_, MemType::wb);
+    }
+
+    bool changed() const { return changed_; }
+    MemType mapped() const { return mapped_; }
+
+private:
+    uint64_t base_, bytes_;
+    bool changed_;
+    MemType mapped_ = MemType::wb;
+};
+
 void emit_samples(uint64_t id, uint32_t n) {
     for (uint32_t from = 0; from < n; from += wire::kSamplesPerRecord) {
         uint32_t k = n - from < wire::kSamplesPerRecord ? n - from : uint32_t(wire::kSamplesPerRecord);
@@ -129,11 +157,13 @@ void emit_samples(uint64_t id, uint32_t n) {
     }
 }
 
-void emit_end(uint64_t id, const char* status, uint32_t n, const char* reason = nullptr) {
+void emit_end(uint64_t id, const char* status, uint32_t n, const char* reason = nullptr, const MappedAs* mapping = nullptr) {
     Writer w("end");
     w.field("id", id).field("status", status).field("n", n).field("warmup", config.warmup);
     w.field("overhead", tsc_overhead);
     if (reason) w.field("reason", reason);
+    // The mapping as the guest reads it back: page-table type and the PAT MSR behind it.
+    if (mapping && mapping->changed()) w.field("mapped", mem_type_name(mapping->mapped())).hex("pat", rdmsr(Msr::pat));
     if (!Pmu::available()) w.field("pmu", "unavailable").field("pmu_reason", Pmu::unavailable_reason());
     Records::emit(w);
 }
@@ -218,6 +248,7 @@ void run_cell(uint32_t phase, const Pattern& p, uint64_t footprint, bool resolve
     Writer w("cell");
     w.field("id", id).field("phase", phase).field("pattern", p.name).field("footprint", footprint);
     w.field("reps", config.reps).field("warmup", config.warmup).field("unit", unit_name(p.unit));
+    if (p.group == Group::memtype) w.field("memtype", mem_type_name(p.memtype));
     Records::emit(w);
     if (config.inject != Inject::none && id == config.inject_cell) inject_fault();
 
@@ -245,6 +276,7 @@ void run_cell(uint32_t phase, const Pattern& p, uint64_t footprint, bool resolve
     }
 
     Buffer buf{arena.base, footprint, line};
+    MappedAs mapping(buf, p.memtype);
     volatile uint32_t stored = 0;
     if (FB_TRY()) {
         stored = has_rdtscp ? measure<true>(id, p, buf, config.warmup, config.reps)
@@ -265,7 +297,7 @@ void run_cell(uint32_t phase, const Pattern& p, uint64_t footprint, bool resolve
     }
     emit_samples(id, stored);
     ++tally.ok;
-    emit_end(id, "ok", stored);
+    emit_end(id, "ok", stored, nullptr, &mapping);
 }
 
 void run_phase(uint32_t phase) {

@@ -8,6 +8,7 @@ namespace fb::guest {
 enum class Msr : uint32_t {
     efer = 0xC0000080,            // long mode enable
     pat = 0x277,                  // page attribute table: memory type per PAT/PCD/PWT index
+    mtrr_def_type = 0x2FF,        // MTRRs: enable bit 11, default memory type bits 7:0
     perf_capabilities = 0x345,    // Intel: full-width counter writes etc.
     perfevtsel0 = 0x186,          // Intel architectural PMU: event select, one per counter
     pmc0 = 0xC1,                  // Intel architectural PMU: counter values

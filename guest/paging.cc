@@ -1,6 +1,7 @@
 #include "guest/paging.h"
 
 #include "common/x86/cache.h"
+#include "common/x86/cpu.h"
 #include "guest/cr.h"
 #include "guest/msr.h"
 
@@ -36,6 +37,16 @@ void Paging::init() {
         pdpt[g] = reinterpret_cast<uint64_t>(pd[g]) | kPresent | kWritable;
     }
     pml4[0] = reinterpret_cast<uint64_t>(pdpt) | kPresent | kWritable;
+    // With MTRRs disabled every access is uncacheable whatever the PAT says (SDM 11.11.2.1).
+    // Firmware enables them on real machines and on QEMU's pc; a bare VMM and microvm may not.
+    // Only then does the kernel enable them, write-back by default: it never overrides firmware.
+    if (x86::cpuid(1).edx >> 12 & 1) {
+        mtrr_at_boot_ = rdmsr(Msr::mtrr_def_type);
+        if (!(mtrr_at_boot_ >> 11 & 1)) {
+            wrmsr(Msr::mtrr_def_type, 1ull << 11 | 6);
+            enabled_mtrrs_ = true;
+        }
+    }
     // SDM 11.12.4: flush caches and TLBs when the PAT changes, so no line keeps an old type.
     wrmsr(Msr::pat, kPatValue);
     x86::wbinvd();

@@ -5,19 +5,9 @@
 
 #include <stdint.h>
 
+#include "common/patterns.h"
+
 namespace fb::guest {
-
-enum class MemType : uint8_t { wb, wc, uc_minus, uc };
-
-inline const char* mem_type_name(MemType t) {
-    switch (t) {
-        case MemType::wb: return "wb";
-        case MemType::wc: return "wc";
-        case MemType::uc_minus: return "uc-";
-        case MemType::uc: return "uc";
-    }
-    return "?";
-}
 
 class Paging final {
 public:
@@ -33,9 +23,14 @@ public:
     static void set_type(uint64_t base, uint64_t bytes, MemType type);
     static MemType type_of(uint64_t addr);
     static uint64_t pat() { return pat_; }
+    // IA32_MTRR_DEF_TYPE as found at boot, and whether the kernel had to enable MTRRs.
+    static uint64_t mtrr_def_type_at_boot() { return mtrr_at_boot_; }
+    static bool enabled_mtrrs() { return enabled_mtrrs_; }
 
 private:
     static uint64_t pat_;
+    static inline uint64_t mtrr_at_boot_ = 0;
+    static inline bool enabled_mtrrs_ = false;
 };
 
 }  // namespace fb::guest

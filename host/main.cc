@@ -26,7 +26,8 @@ std::string joined_argv(int argc, char** argv) {
 nlohmann::json patterns_json() {
     nlohmann::json a = nlohmann::json::array();
     for (const auto& p : fb::kPatterns)
-        a.push_back({{"name", p.name}, {"feature", fb::x86::feature_name(p.needs)}, {"ring0", p.ring0},
+        a.push_back({{"name", p.name}, {"group", fb::group_name(p.group)}, {"memtype", fb::mem_type_name(p.memtype)},
+                     {"feature", fb::x86::feature_name(p.needs)}, {"ring0", p.ring0},
                      {"uses_footprint", p.uses_footprint}, {"unit", fb::unit_name(p.unit)}, {"what", p.what}});
     return {{"patterns", a}, {"guest_default_footprints", fb::kDefaultFootprints}};
 }
@@ -96,7 +97,8 @@ int main(int argc, char** argv) {
             std::cout << patterns_json().dump(2) << "\n";
         } else {
             for (const auto& p : fb::kPatterns)
-                fmt::print("{:<11} {:<14} {:<5} {}\n", p.name, fb::unit_name(p.unit), p.ring0 ? "ring0" : "any", p.what);
+                fmt::print("{:<11} {:<8} {:<14} {:<5} {}\n", p.name, fb::group_name(p.group), fb::unit_name(p.unit),
+                           p.ring0 ? "ring0" : "any", p.what);
         }
         return 0;
     }

@@ -14,7 +14,9 @@ TEST(Config, DefaultsRunEveryPatternOverTheDefaultFootprints) {
     Config c;
     ConfigError e = parse_config("", c);
     ASSERT_EQ(e.message, nullptr);
-    EXPECT_EQ(c.pattern_count, kPatternCount);
+    size_t flush = 0;
+    for (const auto& p : kPatterns) flush += p.group == Group::flush;
+    EXPECT_EQ(c.pattern_count, flush);  // "all" is the flush group; "memtypes" selects the rest
     EXPECT_EQ(c.reps, 31u);
     EXPECT_EQ(c.warmup, 3u);
     EXPECT_EQ(c.phases, 1u);
@@ -41,6 +43,13 @@ TEST(Config, ParsesTheDocumentedExample) {
     EXPECT_EQ(c.warmup, 2u);
     EXPECT_EQ(c.phases, 3u);
     EXPECT_FALSE(c.pmu);
+}
+
+TEST(Config, MemtypesSelectsTheMemoryTypePatterns) {
+    Config c;
+    ASSERT_EQ(parse_config("patterns=memtypes", c).message, nullptr);
+    ASSERT_GT(c.pattern_count, 0u);
+    for (size_t i = 0; i < c.pattern_count; ++i) EXPECT_EQ(kPatterns[c.pattern_order[i]].group, Group::memtype);
 }
 
 TEST(Config, IgnoresTheImagePathGrubPrepends) {
