@@ -1,6 +1,12 @@
 // flushbench: what does a cache flush cost a KVM guest, and everyone else on the host, with and
-// without IOMMU snoop control? Subcommands: probe, run, patterns.
+// without IOMMU snoop control? Subcommands: probe, run, patterns, image, import.
+#include <unistd.h>
+
+#include <cerrno>
 #include <csignal>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <cstdio>
 #include <iostream>
 #include <string>
@@ -11,6 +17,11 @@
 
 #include "common/config.h"
 #include "common/patterns.h"
+#include "host/compare.h"
+#include "host/import_log.h"
+#include "host/matrix.h"
+#include "host/iso_image.h"
+#include "host/native.h"
 #include "host/probe.h"
 #include "host/runner.h"
 
@@ -30,6 +41,85 @@ nlohmann::json patterns_json() {
                      {"feature", fb::x86::feature_name(p.needs)}, {"ring0", p.ring0},
                      {"uses_footprint", p.uses_footprint}, {"unit", fb::unit_name(p.unit)}, {"what", p.what}});
     return {{"patterns", a}, {"guest_default_footprints", fb::kDefaultFootprints}};
+}
+
+// scripts/report.py draws with Debian's matplotlib, hence /usr/bin/python3 (see README).
+int run_report(const std::vector<std::string>& inputs, std::string out) {
+    if (out.empty()) out = "plots/" + std::filesystem::path(inputs.front()).stem().string();
+    std::string script = std::string(FLUSHBENCH_SOURCE_DIR) + "/scripts/report.py";
+    std::vector<std::string> args = {"/usr/bin/python3", script};
+    args.insert(args.end(), inputs.begin(), inputs.end());
+    args.insert(args.end(), {"--out", out});
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    std::fflush(nullptr);
+    execv(argv[0], argv.data());
+    fmt::print(stderr, "flushbench: cannot run {}: {} (apt-get install python3-matplotlib)\n", argv[0], std::strerror(errno));
+    return fb::kExitEnvironment;
+}
+
+int run_compare(const std::vector<std::string>& inputs, bool as_json, const std::string& plots) {
+    std::vector<nlohmann::json> docs;
+    for (const auto& path : inputs) {
+        std::ifstream in(path);
+        nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+        if (j.is_discarded() || !j.contains("flushbench_cells")) {
+            fmt::print(stderr, "flushbench: {} is not a flushbench results file (no flushbench_cells): pass files written by `flushbench run`\n", path);
+            return fb::kExitUsage;
+        }
+        docs.push_back(std::move(j));
+    }
+    nlohmann::json cmp = fb::compare_results(docs, inputs);
+    if (as_json) std::cout << cmp.dump(2) << "\n";
+    else std::cout << fb::format_compare_table(cmp);
+    if (!plots.empty()) return run_report(inputs, plots);
+    return 0;
+}
+
+// Expands the matrix into runs; flags given on the command line override every run's value.
+int run_matrix_file(const std::string& name, const fb::RunOptions& cli, const CLI::App& run) {
+    fb::Matrix m;
+    try {
+        m = fb::load_matrix(fb::find_matrix(name));
+    } catch (const std::exception& e) {
+        fmt::print(stderr, "flushbench: {}\n", e.what());
+        return fb::kExitUsage;
+    }
+    std::vector<fb::RunOptions> runs;
+    nlohmann::json labels = nlohmann::json::array();
+    for (const auto& r : m.expand()) {
+        fb::RunOptions o = r.options;
+        auto given = [&](const char* flag) { return run.count(flag) > 0; };
+        if (given("--backend")) o.backend = cli.backend;
+        if (given("--mode")) o.mode = cli.mode;
+        if (given("--vfio")) o.vfio = cli.vfio;
+        if (given("--vfio-baseline")) o.vfio_baseline = cli.vfio_baseline;
+        if (given("--vfio-pci")) o.vfio_pci = cli.vfio_pci;
+        if (given("--machine")) o.machine = cli.machine;
+        if (given("--patterns")) o.patterns = cli.patterns;
+        if (given("--footprints")) o.footprints = cli.footprints;
+        if (given("--reps")) o.reps = cli.reps;
+        if (given("--warmup")) o.warmup = cli.warmup;
+        if (given("--skip")) o.skip = cli.skip;
+        if (given("--vcpu-cpu")) o.vcpu_cpu = cli.vcpu_cpu;
+        if (given("--migrate-ms")) o.migrate_ms = cli.migrate_ms;
+        if (given("--mem-mib")) o.mem_mib = cli.mem_mib;
+        if (given("--cell-timeout")) o.cell_timeout = cli.cell_timeout;
+        if (given("--image")) o.image = cli.image;
+        o.inject = cli.inject;
+        o.quiet = cli.quiet;
+        o.command_line = cli.command_line;
+        if (o.backend == "native") {
+            fmt::print(stderr, "flushbench: a matrix cannot list backend native yet: run `flushbench run --backend native` separately\n");
+            return fb::kExitUsage;
+        }
+        runs.push_back(o);
+        labels.push_back(r.label);
+    }
+    nlohmann::json info = {{"name", m.name}, {"description", m.description}, {"source", m.source},
+                           {"counters", m.counters}, {"runs", labels}};
+    return fb::run_matrix(runs, cli.out, cli.command_line, cli.quiet, info);
 }
 
 }  // namespace
@@ -52,8 +142,9 @@ int main(int argc, char** argv) {
     bool quick = false;
     int timeout_s = 10;
     auto* run = app.add_subcommand("run", "boot the guest and measure every (pattern, footprint) cell");
-    run->add_option("--backend", ro.backend, "auto (kvm if /dev/kvm works, else qemu-tcg), kvm, qemu-kvm, qemu-tcg")
-        ->check(CLI::IsMember({"auto", "kvm", "qemu-kvm", "qemu-tcg"}))->capture_default_str();
+    run->add_option("--backend", ro.backend,
+                    "auto (kvm if /dev/kvm works, else qemu-tcg), kvm, qemu-kvm, qemu-tcg, native (host user space)")
+        ->check(CLI::IsMember({"auto", "kvm", "qemu-kvm", "qemu-tcg", "native"}))->capture_default_str();
     run->add_option("--mode", ro.mode, "coherent, noncoherent (needs --vfio or --vfio-pci), both (A/B/A in one VM on kvm)")
         ->check(CLI::IsMember({"coherent", "noncoherent", "both"}))->capture_default_str();
     run->add_option("--vfio", ro.vfio, "VFIO group (/dev/vfio/N) or device cdev (/dev/vfio/devices/vfioX) without snoop control");
@@ -75,10 +166,43 @@ int main(int argc, char** argv) {
     run->add_option("--out", ro.out, "results file (default results/<UTC-time>-<host>.json)");
     run->add_flag("--quick", quick, "small matrix: footprints 0,4K,64K, 11 reps, 2 warm-up, 5 s cell timeout");
     run->add_flag("--quiet", ro.quiet, "no per-cell progress lines");
-    std::string resume;
+    std::string resume, matrix;
+    run->add_option("--matrix", matrix, "TOML matrix: a file, or quick/default/full from bench/matrices; flags given too override it");
     run->add_option("--resume", resume, "continue an interrupted run from its <out>.partial journal (other options come from it)");
     // The harness's own fault-injection tests (README, "Bad inputs and faults"); hidden from --help.
     run->add_option("--inject", ro.inject, "guest misbehaves at a cell: hang@N, triple_fault@N, flood@N, panic@N")->group("");
+
+    fb::RunOptions io;  // image: the guest configuration baked into the ISO
+    auto* image = app.add_subcommand("image", "build a GRUB-bootable ISO that runs the microkernel on bare metal (ring 0)");
+    image->add_option("--out", io.out, "the ISO to write")->required();
+    image->add_option("--patterns", io.patterns, "as for run")->capture_default_str();
+    image->add_option("--footprints", io.footprints, "as for run")->capture_default_str();
+    image->add_option("--reps", io.reps, "as for run")->check(CLI::Range(1u, fb::Config::kMaxReps))->capture_default_str();
+    image->add_option("--warmup", io.warmup, "as for run")->check(CLI::Range(0u, fb::Config::kMaxWarmup))->capture_default_str();
+    image->add_option("--skip", io.skip, "as for run");
+    image->add_option("--image", io.image, "guest kernel ELF (default: the one built with this flushbench)");
+
+    std::string import_log, import_out;
+    uint64_t import_tsc_khz = 0;
+    auto* import = app.add_subcommand("import", "turn a captured serial log of a bare-metal run into a results file");
+    import->add_option("LOG", import_log, "the serial log (IPMI SOL, null-modem capture)")->required();
+    import->add_option("--out", import_out, "results file to write")->required();
+    import->add_option("--tsc-khz", import_tsc_khz, "the measured machine's TSC rate, when its CPUID does not report it");
+
+    std::vector<std::string> report_inputs;
+    std::string report_out;
+    auto* report = app.add_subcommand("report", "figures (SVG, PNG), report.md and report.html from results files");
+    report->add_option("RESULTS", report_inputs, "results files")->required()->check(CLI::ExistingFile);
+    report->add_option("--out", report_out, "directory (default plots/<first results file's name>/)");
+
+    std::vector<std::string> compare_inputs;
+    std::string compare_plots;
+    bool compare_json = false;
+    auto* compare = app.add_subcommand("compare", "per matching cell: ratio of medians, its interval, Mann-Whitney U p-value");
+    compare->add_option("RESULTS", compare_inputs, "two or more results files (e.g. one host with snoop control, one without)")
+        ->required()->expected(2, -1)->check(CLI::ExistingFile);
+    compare->add_flag("--json", compare_json, "print the comparison as JSON");
+    compare->add_option("--plots", compare_plots, "also write the comparison figures into this directory");
 
     try {
         app.parse(argc, argv);
@@ -102,6 +226,14 @@ int main(int argc, char** argv) {
         }
         return 0;
     }
+    if (*image) return fb::run_image(io);
+    if (*report) return run_report(report_inputs, report_out);
+    if (*compare) return run_compare(compare_inputs, compare_json, compare_plots);
+    if (*import) {
+        fb::ImportOptions opts;
+        opts.tsc_khz = import_tsc_khz;
+        return fb::run_import(import_log, import_out, joined_argv(argc, argv), opts);
+    }
     if (!resume.empty()) return fb::resume_benchmark(resume, ro.quiet);
     if (quick) {
         if (run->count("--footprints") == 0) ro.footprints = "0,4K,64K";
@@ -111,5 +243,7 @@ int main(int argc, char** argv) {
     }
     ro.cell_timeout = std::chrono::seconds(timeout_s);
     ro.command_line = joined_argv(argc, argv);
+    if (!matrix.empty()) return run_matrix_file(matrix, ro, *run);
+    if (ro.backend == "native") return fb::run_native(ro);
     return fb::run_benchmark(ro);
 }

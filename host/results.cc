@@ -19,6 +19,7 @@
 #include <fmt/format.h>
 
 #include "common/patterns.h"
+#include "host/statistics.h"
 
 namespace fb {
 namespace fs = std::filesystem;
@@ -208,6 +209,7 @@ json ResultsWriter::document(const json& context, const std::vector<Cell>& cells
     for (const auto& c : cells) {
         json j = cell_to_json(c);
         j["name"] = benchmark_name(c);
+        if (!c.tsc.empty()) j["stats"] = to_json(summarize(net_cycles(c)));  // net TSC cycles
         all.push_back(std::move(j));
     }
     doc["flushbench_cells"] = std::move(all);  // every cell, raw samples and verdicts included

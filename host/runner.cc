@@ -15,6 +15,7 @@
 #include <memory>
 #include <numeric>
 #include <optional>
+#include <set>
 #include <stdexcept>
 #include <utility>
 
@@ -23,12 +24,14 @@
 #include "common/boot.h"
 #include "common/config.h"
 #include "common/x86/cpu.h"
+#include "host/compare.h"
 #include "host/elf_image.h"
 #include "host/kvm_vfio_device.h"
 #include "host/probe.h"
 #include "host/qemu_guest.h"
 #include "host/record_stream.h"
 #include "host/results.h"
+#include "host/statistics.h"
 #include "host/vfio_sysfs.h"
 #include "host/vmm_guest.h"
 
@@ -139,11 +142,15 @@ struct Plan {
     std::optional<VfioFileInfo> vfio, vfio_baseline;
 };
 
-std::vector<Phase> phases_for(const std::string& mode) {
-    if (mode == "coherent") return {{"coherent", "coherent"}};
-    if (mode == "noncoherent") return {{"noncoherent", "noncoherent"}};
+std::vector<Phase> phases_for(const std::string& mode, const std::string& variant) {
+    std::vector<Phase> p;
+    if (mode == "coherent") p = {{"coherent", "coherent"}};
+    else if (mode == "noncoherent") p = {{"noncoherent", "noncoherent"}};
     // A/B/A: the repeat shows whether the first phase's numbers held (drift, warm-up).
-    return {{"coherent", "coherent"}, {"noncoherent", "noncoherent"}, {"coherent", "coherent-repeat"}};
+    else p = {{"coherent", "coherent"}, {"noncoherent", "noncoherent"}, {"coherent", "coherent-repeat"}};
+    if (!variant.empty())
+        for (auto& ph : p) ph.label += "+" + variant;
+    return p;
 }
 
 const char* kSnoopControlHelp =
@@ -226,7 +233,7 @@ Plan make_plan(const RunOptions& o) {
         throw EnvironmentError(fmt::format("--mode {} on {} needs --vfio-pci BDF of a device without snoop control. {}", o.mode, plan.backend, kSnoopControlHelp));
     if (!o.vfio_pci.empty() && plan.backend == "kvm") throw UsageError("--vfio-pci is for the qemu backends; the kvm backend takes --vfio FILE");
 
-    auto phases = phases_for(o.mode);
+    auto phases = phases_for(o.mode, o.variant);
     if (plan.backend == "kvm") plan.boots.push_back(phases);
     else
         for (auto& p : phases)
@@ -246,16 +253,22 @@ Plan make_plan(const RunOptions& o) {
 // Labels, progress and persistence for every cell, in the order they finish.
 class CellSink {
 public:
-    CellSink(ResultsWriter& results, const Plan& plan, bool quiet) : results_(results), plan_(plan), quiet_(quiet) {
-        total_ = cells_per_phase(plan.config) * uint32_t(std::accumulate(plan.boots.begin(), plan.boots.end(), size_t{0},
-                                                                         [](size_t n, const auto& b) { return n + b.size(); }));
-        done_ = uint32_t(results.cells().size());
+    CellSink(ResultsWriter& results, uint32_t total, bool quiet)
+        : results_(results), quiet_(quiet), tty_(isatty(STDERR_FILENO) == 1), total_(total), start_(Clock::now()) {
+        resumed_ = done_ = uint32_t(results.cells().size());
+    }
+    ~CellSink() { end_progress(); }
+
+    void begin_run(const Plan& plan, uint32_t index) {
+        plan_ = &plan;
+        run_ = index;
     }
 
     void add(Cell c, const Phase& phase, uint64_t tsc_khz) {
-        c.backend = plan_.backend;
+        c.backend = plan_->backend;
         c.mode = phase.label;
-        c.emulated = plan_.emulated;
+        c.emulated = plan_->emulated;
+        c.extra["run"] = run_;
         if (!c.tsc_khz) c.tsc_khz = tsc_khz;
         results_.add(c);
         ++done_;
@@ -268,6 +281,10 @@ public:
     const std::map<CellStatus, uint32_t>& counts() const { return counts_; }
 
 private:
+    using Clock = std::chrono::steady_clock;
+
+    // On a terminal: one line rewritten in place, with the current cell and the time left. In a
+    // pipe or a log: a plain line per cell.
     void print(const Cell& c) {
         std::string what;
         if (c.status == CellStatus::ok) {
@@ -280,16 +297,37 @@ private:
         } else {
             what = c.reason;
         }
-        fmt::print(stderr, "[{:>4}/{}] {:<8} {:<16} {:<10} {:>10} B  {:<11} {}\n", done_, total_, c.backend, c.mode, c.pattern,
-                   c.footprint_bytes, to_string(c.status), what);
+        std::string line = fmt::format("[{:>4}/{}] {:<8} {:<16} {:<10} {:>10} B  {:<11} {}", done_, total_, c.backend, c.mode,
+                                       c.pattern, c.footprint_bytes, to_string(c.status), what);
+        if (!tty_) return fmt::print(stderr, "{}\n", line);
+        if (!is_measured(c.status)) fmt::print(stderr, "\r\033[K{}\n", line);  // failures stay on screen
+        double elapsed = std::chrono::duration<double>(Clock::now() - start_).count();
+        uint32_t fresh = done_ - resumed_;
+        double left = fresh ? elapsed / fresh * double(total_ - done_) : 0;
+        int width = 30, filled = total_ ? int(width * double(done_) / total_) : width;
+        fmt::print(stderr, "\r\033[K[{}{}] {}/{} {}/{} {}  ~{:.0f}s left", std::string(size_t(filled), '#'),
+                   std::string(size_t(width - filled), '.'), done_, total_, c.pattern, c.footprint_bytes, c.mode, left);
+        progress_shown_ = true;
+    }
+    void end_progress() {
+        if (progress_shown_) fmt::print(stderr, "\n");
+        progress_shown_ = false;
     }
 
     ResultsWriter& results_;
-    const Plan& plan_;
-    bool quiet_;
-    uint32_t done_ = 0, total_ = 0;
+    const Plan* plan_ = nullptr;
+    uint32_t run_ = 0;
+    bool quiet_, tty_, progress_shown_ = false;
+    uint32_t done_ = 0, resumed_ = 0, total_ = 0;
+    Clock::time_point start_;
     std::map<CellStatus, uint32_t> counts_;
 };
+
+uint32_t planned_cells(const Plan& plan) {
+    uint32_t phases = 0;
+    for (const auto& b : plan.boots) phases += uint32_t(b.size());
+    return cells_per_phase(plan.config) * phases;
+}
 
 // Cells a boot never got to, so that none goes missing from the results.
 std::vector<Cell> cells_from(const Plan& plan, uint32_t first_id, uint32_t phase_count) {
@@ -465,12 +503,13 @@ BootEnd boot_qemu(const Plan& plan, const RunOptions& o, const std::string& cmdl
 // Boots until every cell of these phases is accounted for: after a hung or crashed cell, the
 // guest restarts at the next cell with the culprit's pattern skipped (it would hang again).
 void run_boot_group(const Plan& plan, const RunOptions& o, const std::vector<Phase>& phases, CellSink& sink, json& boots_log,
-                    const std::vector<Cell>& already) {
+                    const std::vector<Cell>& already, uint32_t run_index) {
     uint32_t from = 0, cells_total = cells_per_phase(plan.config) * uint32_t(phases.size());
     std::string skips = o.skip;
     // Resuming: this group's cells in the journal are its first ones, in id order; patterns that
     // hung or crashed stay skipped.
     for (const auto& c : already) {
+        if (c.extra.value("run", 0u) != run_index) continue;
         if (std::none_of(phases.begin(), phases.end(), [&](const Phase& p) { return p.label == c.mode; })) continue;
         ++from;
         if ((c.status == CellStatus::hung || c.status == CellStatus::crashed) && skips.find(c.pattern) == std::string::npos)
@@ -535,10 +574,29 @@ void run_boot_group(const Plan& plan, const RunOptions& o, const std::vector<Pha
     }
 }
 
-void print_summary(const CellSink& sink, const std::string& path) {
-    std::string parts;
-    for (const auto& [status, n] : sink.counts()) parts += fmt::format("{}{} {}", parts.empty() ? "" : ", ", n, to_string(status));
-    fmt::print(stderr, "flushbench: {} of {} cells ({}) -> {}\n", sink.done(), sink.total(), parts.empty() ? "none" : parts, path);
+// The terminal's closing table: median net TSC cycles per cell, one column per backend/mode.
+std::string summary_table(const std::vector<Cell>& cells) {
+    std::vector<std::string> columns;
+    std::map<std::pair<std::string, uint64_t>, std::map<std::string, std::string>> rows;
+    std::vector<std::pair<std::string, uint64_t>> order;
+    for (const auto& c : cells) {
+        std::string col = c.backend + "/" + c.mode;
+        if (std::find(columns.begin(), columns.end(), col) == columns.end()) columns.push_back(col);
+        auto key = std::make_pair(c.pattern, c.footprint_bytes);
+        if (!rows.count(key)) order.push_back(key);
+        std::string v = to_string(c.status);
+        if (c.status == CellStatus::ok) v = fmt::format("{:.0f}", median(net_cycles(c)));
+        rows[key][col] = v;
+    }
+    std::string out = fmt::format("\n{:<12} {:>10}", "pattern", "bytes");
+    for (const auto& col : columns) out += fmt::format(" {:>22}", col);
+    out += "   (median net TSC cycles)\n";
+    for (const auto& key : order) {
+        out += fmt::format("{:<12} {:>10}", key.first, key.second);
+        for (const auto& col : columns) out += fmt::format(" {:>22}", rows[key].count(col) ? rows[key][col] : "-");
+        out += "\n";
+    }
+    return out;
 }
 
 }  // namespace
@@ -556,41 +614,53 @@ std::string default_guest_image() {
 
 namespace {
 
-// The one execution path of fresh and resumed runs: boots every group, writes the final file.
-int execute(const Plan& plan, const RunOptions& o, ResultsWriter& results) {
-    if (!o.quiet)
-        fmt::print(stderr, "flushbench: {} boot(s) on {}, guest '{}', journal {}\n", plan.boots.size(), plan.backend, plan.cmdline,
-                   results.journal());
+// The one execution path of fresh and resumed runs, single or from a matrix: every run's boots
+// into one results file, then the final file with statistics.
+int execute(const std::vector<Plan>& plans, const std::vector<RunOptions>& runs, ResultsWriter& results, bool quiet) {
     SignalScope signals;
     g_interrupted.store(false);
     std::vector<Cell> already = results.cells();
-    CellSink sink(results, plan, o.quiet);
-    json boots_log = json::array();
+    uint32_t total = 0;
+    for (const auto& p : plans) total += planned_cells(p);
     int status = kExitOk;
     std::string failure;
-    try {
-        for (const auto& phases : plan.boots) {
-            if (g_interrupted.load()) break;
-            run_boot_group(plan, o, phases, sink, boots_log, already);
+    json boots_log = json::array();
+    {
+        CellSink sink(results, total, quiet);
+        for (size_t i = 0; i < plans.size() && !g_interrupted.load() && failure.empty(); ++i) {
+            const Plan& plan = plans[i];
+            if (!quiet)
+                fmt::print(stderr, "flushbench: run {}/{}: {} boot(s) on {}, guest '{}'\n", i + 1, plans.size(), plan.boots.size(),
+                           plan.backend, plan.cmdline);
+            sink.begin_run(plan, uint32_t(i));
+            try {
+                for (const auto& phases : plan.boots) {
+                    if (g_interrupted.load()) break;
+                    run_boot_group(plan, runs[i], phases, sink, boots_log, already, uint32_t(i));
+                }
+            } catch (const UsageError& e) {
+                failure = e.what(), status = kExitUsage;
+            } catch (const EnvironmentError& e) {
+                failure = e.what(), status = kExitEnvironment;
+            } catch (const std::exception& e) {
+                failure = e.what(), status = kExitEnvironment;
+            }
         }
-    } catch (const UsageError& e) {
-        failure = e.what(), status = kExitUsage;
-    } catch (const EnvironmentError& e) {
-        failure = e.what(), status = kExitEnvironment;
-    } catch (const std::exception& e) {
-        failure = e.what(), status = kExitEnvironment;
     }
     if (!failure.empty()) fmt::print(stderr, "flushbench: {}\n", failure);
 
     bool interrupted = g_interrupted.load();
-    uint32_t failed = 0;
-    for (const auto& c : results.cells())
-        if (!is_measured(c.status)) ++failed;
-    json summary = {{"boots", boots_log}, {"cells", results.cells().size()}, {"cells_planned", sink.total()},
-                    {"resumed_cells", already.size()}, {"interrupted", interrupted}, {"error", failure}};
+    std::map<CellStatus, uint32_t> counts;
+    for (const auto& c : results.cells()) ++counts[c.status];
+    json summary = {{"boots", boots_log}, {"cells", results.cells().size()}, {"cells_planned", total},
+                    {"resumed_cells", already.size()}, {"interrupted", interrupted}, {"error", failure},
+                    {"derived", derived_ratios(results.cells())}};
     try {
         std::string path = results.finish(summary);
-        print_summary(sink, path);
+        std::string parts;
+        for (const auto& [st, n] : counts) parts += fmt::format("{}{} {}", parts.empty() ? "" : ", ", n, to_string(st));
+        fmt::print(stderr, "flushbench: {} of {} cells ({}) -> {}\n", results.cells().size(), total, parts.empty() ? "none" : parts, path);
+        if (!quiet) fmt::print(stderr, "{}", summary_table(results.cells()));
     } catch (const std::exception& e) {
         fmt::print(stderr, "flushbench: {}; every finished cell is still in {}\n", e.what(), results.journal());
         return kExitEnvironment;
@@ -600,7 +670,9 @@ int execute(const Plan& plan, const RunOptions& o, ResultsWriter& results) {
         return kExitInterrupted;
     }
     if (status != kExitOk) return status;
-    return failed ? kExitCellsFailed : kExitOk;
+    for (const auto& [st, n] : counts)
+        if (!is_measured(st) && n) return kExitCellsFailed;
+    return kExitOk;
 }
 
 // Checks the options; on failure prints the one-line reason and returns the exit status.
@@ -625,7 +697,7 @@ json to_json(const RunOptions& o) {
             {"vfio_pci", o.vfio_pci}, {"machine", o.machine}, {"patterns", o.patterns}, {"footprints", o.footprints},
             {"skip", o.skip}, {"reps", o.reps}, {"warmup", o.warmup}, {"vcpu_cpu", o.vcpu_cpu},
             {"migrate_ms", o.migrate_ms}, {"mem_mib", o.mem_mib}, {"cell_timeout_s", o.cell_timeout.count()},
-            {"image", o.image}, {"out", o.out}, {"inject", o.inject}};
+            {"image", o.image}, {"out", o.out}, {"inject", o.inject}, {"variant", o.variant}};
 }
 
 RunOptions run_options_from_json(const json& j) {
@@ -648,29 +720,45 @@ RunOptions run_options_from_json(const json& j) {
     o.image = j.value("image", "");
     o.out = j.value("out", "");
     o.inject = j.value("inject", "");
+    o.variant = j.value("variant", "");
     return o;
 }
 
-int run_benchmark(const RunOptions& o) {
-    Plan plan;
-    if (auto failed = checked_plan(o, plan)) return *failed;
+namespace {
 
-    RunOptions recorded = o;
-    recorded.backend = plan.backend;  // "auto" resolved: a resumed run must use the same backend
+json base_context(const std::vector<Plan>& plans, const std::vector<RunOptions>& runs, const std::string& command_line) {
+    const Plan& plan = plans.front();
+    const RunOptions& o = runs.front();
+    json recorded = json::array();
+    for (size_t i = 0; i < runs.size(); ++i) {
+        RunOptions r = runs[i];
+        r.backend = plans[i].backend;  // "auto" resolved: a resumed run must use the same backend
+        recorded.push_back(to_json(r));
+    }
+    std::set<std::string> backends;
+    bool emulated = false;
+    for (const auto& p : plans) backends.insert(p.backend), emulated = emulated || p.emulated;
     json fbctx = {{"schema_version", kResultsSchemaVersion}, {"version", FLUSHBENCH_VERSION},
-                  {"git_commit", FLUSHBENCH_GIT_COMMIT}, {"command_line", o.command_line}, {"backend", plan.backend},
-                  {"emulated", plan.emulated}, {"kvm_flavour", kvm_flavour()}, {"host", host_fingerprint()},
+                  {"git_commit", FLUSHBENCH_GIT_COMMIT}, {"command_line", command_line},
+                  {"backend", backends.size() == 1 ? *backends.begin() : fmt::format("{}", fmt::join(backends, ","))},
+                  {"emulated", emulated}, {"kvm_flavour", kvm_flavour()}, {"host", host_fingerprint()},
                   {"guest_cmdline", plan.cmdline}, {"mode", o.mode}, {"machine", plan.backend == "kvm" ? "flushbench-vmm" : o.machine},
                   {"mem_bytes", plan.mem_bytes}, {"cell_timeout_s", o.cell_timeout.count()},
-                  {"vcpu_cpu", o.vcpu_cpu}, {"migrate_ms", o.migrate_ms}, {"options", to_json(recorded)},
-                  {"tsc_khz_source", plan.backend == "kvm" ? "KVM_GET_TSC_KHZ on the vCPU" : "KVM_GET_TSC_KHZ on a scratch vCPU"}};
+                  {"vcpu_cpu", o.vcpu_cpu}, {"migrate_ms", o.migrate_ms}, {"runs", recorded},
+                  {"tsc_khz_source", "KVM_GET_TSC_KHZ on the vCPU (kvm) or on a scratch vCPU (qemu)"}};
     if (plan.vfio) fbctx["vfio"] = *plan.vfio;
-    if (plan.vfio_baseline) fbctx["vfio_baseline"] = *plan.vfio_baseline;
-    else fbctx["vfio_baseline"] = nullptr;
-    if (plan.emulated) fbctx["caveats"] = {"qemu-tcg: TCG treats WBINVD and CLFLUSH* as no-ops; timings are emulated, functional only"};
+    fbctx["vfio_baseline"] = plan.vfio_baseline ? json(*plan.vfio_baseline) : json(nullptr);
+    if (emulated) fbctx["caveats"] = {"qemu-tcg: TCG treats WBINVD and CLFLUSH* as no-ops; timings are emulated, functional only"};
     if (!o.inject.empty()) fbctx["fault_injection"] = o.inject;
+    return fbctx;
+}
 
-    std::string out = o.out;
+int start_runs(const std::vector<RunOptions>& runs, std::string out, const std::string& command_line, bool quiet, json extra) {
+    std::vector<Plan> plans(runs.size());
+    for (size_t i = 0; i < runs.size(); ++i)
+        if (auto failed = checked_plan(runs[i], plans[i])) return *failed;
+    json fbctx = base_context(plans, runs, command_line);
+    fbctx.update(extra);
     if (out.empty()) {
         char host[256] = {};
         gethostname(host, sizeof host - 1);
@@ -683,24 +771,40 @@ int run_benchmark(const RunOptions& o) {
         fmt::print(stderr, "flushbench: {}\n", e.what());
         return kExitEnvironment;
     }
-    return execute(plan, o, *results);
+    if (!quiet) fmt::print(stderr, "flushbench: journal {}\n", results->journal());
+    return execute(plans, runs, *results, quiet);
+}
+
+}  // namespace
+
+int run_benchmark(const RunOptions& o) { return start_runs({o}, o.out, o.command_line, o.quiet, json::object()); }
+
+int run_matrix(const std::vector<RunOptions>& runs, const std::string& out, const std::string& command_line, bool quiet,
+               const json& matrix) {
+    if (runs.empty()) {
+        fmt::print(stderr, "flushbench: the matrix expands to no runs\n");
+        return kExitUsage;
+    }
+    return start_runs(runs, out, command_line, quiet, {{"matrix", matrix}});
 }
 
 int resume_benchmark(const std::string& journal, bool quiet) {
     std::unique_ptr<ResultsWriter> results;
-    RunOptions o;
+    std::vector<RunOptions> runs;
     try {
         results = std::make_unique<ResultsWriter>(ResultsWriter::resume(journal));
-        o = run_options_from_json(results->context().at("flushbench").at("options"));
+        for (const auto& r : results->context().at("flushbench").at("runs")) runs.push_back(run_options_from_json(r));
     } catch (const std::exception& e) {
         fmt::print(stderr, "flushbench: cannot resume {}: {}\n", journal, e.what());
         return kExitUsage;
     }
-    o.quiet = quiet;
-    Plan plan;
-    if (auto failed = checked_plan(o, plan)) return *failed;
+    std::vector<Plan> plans(runs.size());
+    for (size_t i = 0; i < runs.size(); ++i) {
+        runs[i].quiet = quiet;
+        if (auto failed = checked_plan(runs[i], plans[i])) return *failed;
+    }
     if (!quiet) fmt::print(stderr, "flushbench: resuming {} with {} cells already measured\n", results->out(), results->cells().size());
-    return execute(plan, o, *results);
+    return execute(plans, runs, *results, quiet);
 }
 
 }  // namespace fb

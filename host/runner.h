@@ -43,6 +43,7 @@ struct RunOptions {
     std::string out;                         // results file; default results/<UTC>-<host>.json
     std::string command_line;                // recorded in the results
     std::string inject;                      // fault injection for the harness's tests: kind@cell
+    std::string variant;                     // appended to mode labels ("coherent+cpu2"): matrix placements
     bool quiet = false;
 };
 
@@ -51,6 +52,10 @@ RunOptions run_options_from_json(const nlohmann::json& j);
 
 // Resolves, checks and runs. Prints progress and a summary; returns an ExitStatus.
 int run_benchmark(const RunOptions& opts);
+
+// Every run of an expanded matrix into one results file.
+int run_matrix(const std::vector<RunOptions>& runs, const std::string& out, const std::string& command_line, bool quiet,
+               const nlohmann::json& matrix);
 
 // Continues an interrupted run from its journal (<out>.partial): the same options, the cells
 // already measured kept, the rest run.

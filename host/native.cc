@@ -1,0 +1,404 @@
+#include "host/native.h"
+
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/ioctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <stdexcept>
+#include <string_view>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "common/config.h"
+#include "common/patterns.h"
+#include "common/x86/cpu.h"
+#include "host/probe.h"
+#include "host/results.h"
+#include "host/runner.h"
+
+extern char** environ;
+
+namespace fb {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+// The guest PMU's counter names, for the host events that count the same thing: a native cell's
+// series then sit beside a guest cell's under the same key.
+const std::map<std::string, std::string> kSameAsGuest = {
+    {"perf_cycles", "cycles"}, {"perf_instructions", "instructions"}, {"perf_LLC-load-misses", "llc_misses"}};
+
+bool starts_with(const std::string& s, const char* prefix) { return s.rfind(prefix, 0) == 0; }
+
+// Context values are strings (AddCustomContext); accept numbers too.
+uint64_t context_u64(const json& ctx, const char* key) {
+    if (!ctx.contains(key)) return 0;
+    const json& v = ctx[key];
+    if (v.is_number_unsigned()) return v.get<uint64_t>();
+    uint64_t out = 0;
+    if (v.is_string() && parse_u64(Str(v.get_ref<const std::string&>().c_str()), out)) return out;
+    return 0;
+}
+
+CellStatus status_for_error(const std::string& msg, std::string& reason) {
+    reason = msg;
+    if (starts_with(msg, kSkippedPrefix)) {
+        reason = msg.substr(std::strlen(kSkippedPrefix));
+        return CellStatus::skipped;
+    }
+    if (starts_with(msg, kNeedsRing0) || starts_with(msg, kCpuLacksPrefix) ||
+        starts_with(msg, kLlcUnknown))
+        return CellStatus::unsupported;
+    return CellStatus::fault;
+}
+
+uint64_t kvm_scratch_tsc_khz() {
+    int kvm = ::open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    if (kvm < 0) return 0;
+    uint64_t khz = 0;
+    int vm = ioctl(kvm, KVM_CREATE_VM, 0);
+    if (vm >= 0) {
+        int vcpu = ioctl(vm, KVM_CREATE_VCPU, 0);
+        if (vcpu >= 0) {
+            int r = ioctl(vcpu, KVM_GET_TSC_KHZ, 0);
+            if (r > 0) khz = uint64_t(r);
+            ::close(vcpu);
+        }
+        ::close(vm);
+    }
+    ::close(kvm);
+    return khz;
+}
+
+uint64_t calibrated_tsc_khz() {
+    auto now_ns = [] {
+        timespec ts{};
+        clock_gettime(CLOCK_MONOTONIC_RAW, &ts);
+        return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+    };
+    uint64_t n0 = now_ns(), t0 = x86::tsc_begin();
+    timespec nap{0, 100'000'000};
+    while (nanosleep(&nap, &nap) != 0 && errno == EINTR) {
+    }
+    uint64_t n1 = now_ns(), t1 = x86::tsc_begin();
+    return n1 > n0 ? (t1 - t0) * 1000000ull / (n1 - n0) : 0;
+}
+
+std::string last_line(std::string text) {
+    while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+    size_t nl = text.rfind('\n');
+    return nl == std::string::npos ? text : text.substr(nl + 1);
+}
+
+}  // namespace
+
+std::string native_refusal_ring0(const char* pattern, const char* what) {
+    return fmt::format("{} ({}: {}); boot the microkernel bare metal with `flushbench image`", kNeedsRing0, pattern, what);
+}
+
+json parse_gbench_json(const std::string& text) {
+    std::string clean;
+    clean.reserve(text.size());
+    bool in_string = false;
+    for (size_t i = 0; i < text.size(); ++i) {
+        char c = text[i];
+        if (in_string) {
+            clean.push_back(c);
+            if (c == '\\' && i + 1 < text.size()) clean.push_back(text[++i]);
+            else if (c == '"') in_string = false;
+            continue;
+        }
+        if (c == '"') in_string = true;
+        bool replaced = false;
+        for (std::string_view token : {"-Infinity", "Infinity", "-NaN", "NaN"})
+            if (text.compare(i, token.size(), token) == 0) {
+                clean += "null";
+                i += token.size() - 1;
+                replaced = true;
+                break;
+            }
+        if (!replaced) clean.push_back(c);
+    }
+    json doc = json::parse(clean, nullptr, false);
+    if (doc.is_discarded()) throw std::runtime_error("flushbench-native output is not JSON (run it with --benchmark_format=json)");
+    return doc;
+}
+
+std::string native_benchmark_name(const std::string& pattern, uint64_t footprint_bytes) {
+    return fmt::format("{}/{}/{}/{}", pattern, footprint_bytes, kNativeBackend, kNativeMode);
+}
+
+NativeResults parse_native_json(const std::string& text) {
+    json doc = parse_gbench_json(text);
+    if (!doc.is_object() || !doc.contains("benchmarks") || !doc["benchmarks"].is_array())
+        throw std::runtime_error("flushbench-native output has no \"benchmarks\" array: not Google Benchmark JSON");
+    NativeResults out;
+    out.context = doc.value("context", json::object());
+    uint64_t tsc_khz = context_u64(out.context, "tsc_khz");
+    uint64_t line = context_u64(out.context, "line_bytes");
+    std::map<std::string, size_t> index;
+    bool aggregates = false;
+
+    for (const json& e : doc["benchmarks"]) {
+        if (!e.is_object() || !e.contains("name") || !e["name"].is_string())
+            throw std::runtime_error("a benchmarks entry without a name: not Google Benchmark JSON");
+        std::string name = e["name"].get<std::string>();
+        if (e.value("run_type", "iteration") == "aggregate") {
+            aggregates = true;
+            continue;
+        }
+        // "<pattern>/<footprint>/native/native", tolerating Google Benchmark's own suffixes after it.
+        std::vector<std::string> parts;
+        for (size_t from = 0;;) {
+            size_t slash = name.find('/', from);
+            parts.push_back(name.substr(from, slash - from));
+            if (slash == std::string::npos) break;
+            from = slash + 1;
+        }
+        uint64_t footprint = 0;
+        if (parts.size() < 4 || parts[2] != kNativeBackend || parts[3] != kNativeMode ||
+            !parse_u64(Str(parts[1].c_str()), footprint))
+            throw std::runtime_error(fmt::format("benchmark '{}' is not named <pattern>/<footprint_bytes>/native/native: not flushbench-native output", name));
+        const Pattern* p = find_pattern(Str(parts[0].c_str()));
+        if (!p) throw std::runtime_error(fmt::format("benchmark '{}' names a pattern the table does not have (a different flushbench build?)", name));
+
+        std::string key = native_benchmark_name(parts[0], footprint);
+        auto [it, fresh] = index.emplace(key, out.cells.size());
+        if (fresh) {
+            Cell c;
+            c.pattern = p->name;
+            c.footprint_bytes = footprint;
+            c.backend = kNativeBackend;
+            c.mode = kNativeMode;
+            c.unit = unit_name(p->unit);
+            c.tsc_khz = tsc_khz;
+            if (line && line <= 4096) c.line_bytes = uint32_t(line);
+            c.extra = {{"iterations", json::array()}, {"tsc_cycles_mean", json::array()}, {"tsc_cycles_min", json::array()}};
+            out.cells.push_back(std::move(c));
+        }
+        Cell& c = out.cells[it->second];
+
+        if (e.value("error_occurred", false)) {
+            c.status = status_for_error(e.value("error_message", std::string("error without a message")), c.reason);
+            continue;
+        }
+        if (!e.contains("tsc_cycles_median") || !e["tsc_cycles_median"].is_number())
+            throw std::runtime_error(fmt::format("benchmark '{}' has no tsc_cycles_median counter: not flushbench-native output", name));
+        double cycles = e["tsc_cycles_median"].get<double>();
+        c.tsc.push_back(uint64_t(std::llround(std::max(0.0, cycles))));
+        c.extra["iterations"].push_back(e.value("iterations", 0));
+        for (const char* k : {"tsc_cycles_mean", "tsc_cycles_min"})
+            if (e.contains(k)) c.extra[k].push_back(e[k]);
+        if (e.contains("overhead_cycles") && e["overhead_cycles"].is_number())
+            c.tsc_overhead = uint64_t(std::llround(std::max(0.0, e["overhead_cycles"].get<double>())));
+        for (const auto& [k, v] : e.items()) {
+            if (!starts_with(k, "perf_") || !v.is_number()) continue;
+            c.extra["perf"][k.substr(5)].push_back(v);
+            auto same = kSameAsGuest.find(k);
+            if (same != kSameAsGuest.end()) c.guest_pmu[same->second].push_back(uint64_t(std::llround(std::max(0.0, v.get<double>()))));
+        }
+        std::string label = e.value("label", "");
+        if (starts_with(label, "counters unavailable: ")) c.extra["counters_unavailable"] = label.substr(22);
+    }
+
+    for (Cell& c : out.cells) {
+        if (c.status == CellStatus::ok && c.tsc.empty())
+            throw std::runtime_error(fmt::format("{}: no per-repetition entries{}", benchmark_name(c),
+                                                 aggregates ? " (run without --benchmark_report_aggregates_only)" : ""));
+        // A series that missed a repetition cannot be lined up with the samples: keep it in extra only.
+        for (auto it = c.guest_pmu.begin(); it != c.guest_pmu.end();)
+            it = it->second.size() == c.tsc.size() ? std::next(it) : c.guest_pmu.erase(it);
+        if (c.guest_pmu.empty() && c.status == CellStatus::ok)
+            c.guest_pmu_unavailable = c.extra.contains("counters_unavailable") ? c.extra["counters_unavailable"].get<std::string>()
+                                                                              : "no hardware counters reported by flushbench-native";
+    }
+    return out;
+}
+
+std::vector<Cell> native_cells(const std::string& gbench_json_text) { return parse_native_json(gbench_json_text).cells; }
+
+TscRate native_tsc_rate() {
+    x86::TscFreq f = x86::tsc_frequency();
+    // The hypervisor's timing leaf and the crystal ratio are exact; 0x16 is a nominal MHz figure.
+    if (f.khz && std::strcmp(f.source, "cpuid-0x16") != 0) return {f.khz, f.source};
+    if (uint64_t khz = kvm_scratch_tsc_khz()) return {khz, "KVM_GET_TSC_KHZ on a scratch vCPU (the kernel's calibrated tsc_khz)"};
+    if (f.khz) return {f.khz, "cpuid-0x16 (nominal base frequency)"};
+    return {calibrated_tsc_khz(), "calibrated: TSC against CLOCK_MONOTONIC_RAW over 100 ms"};
+}
+
+std::string default_native_binary() {
+    std::error_code ec;
+    fs::path self = fs::read_symlink("/proc/self/exe", ec);
+    if (!ec) {
+        fs::path p = self.parent_path() / "flushbench-native";
+        if (fs::exists(p)) return p.string();
+    }
+    return std::string(FLUSHBENCH_BUILD_DIR) + "/bin/flushbench-native";
+}
+
+std::vector<std::string> native_argv(const NativeOptions& o) {
+    std::vector<std::string> a = {o.binary.empty() ? default_native_binary() : o.binary, "--benchmark_format=json",
+                                  "--patterns", o.patterns, "--footprints", o.footprints,
+                                  fmt::format("--benchmark_repetitions={}", o.reps), "--warmup", std::to_string(o.warmup)};
+    if (!o.skip.empty()) a.insert(a.end(), {"--skip", o.skip});
+    if (o.cpu >= 0) a.insert(a.end(), {"--cpu", std::to_string(o.cpu)});
+    if (o.min_time > 0) a.push_back(fmt::format("--benchmark_min_time={}", o.min_time));
+    a.insert(a.end(), o.extra_args.begin(), o.extra_args.end());
+    return a;
+}
+
+NativeResults run_native_bench(const NativeOptions& o) {
+    auto argv = native_argv(o);
+    if (::access(argv[0].c_str(), X_OK) != 0)
+        throw std::runtime_error(fmt::format("{} not found: build it with `cmake --build build --target flushbench-native`", argv[0]));
+    int out_pipe[2], err_pipe[2];
+    if (pipe2(out_pipe, O_CLOEXEC) || pipe2(err_pipe, O_CLOEXEC)) throw std::runtime_error(fmt::format("pipe: {}", strerror(errno)));
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, out_pipe[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, err_pipe[1], 2);
+    std::vector<char*> cargv;
+    for (auto& s : argv) cargv.push_back(s.data());
+    cargv.push_back(nullptr);
+    pid_t pid = -1;
+    int rc = posix_spawn(&pid, cargv[0], &fa, nullptr, cargv.data(), environ);
+    posix_spawn_file_actions_destroy(&fa);
+    ::close(out_pipe[1]);
+    ::close(err_pipe[1]);
+    if (rc != 0) {
+        ::close(out_pipe[0]);
+        ::close(err_pipe[0]);
+        throw std::runtime_error(fmt::format("cannot start {}: {}", argv[0], strerror(rc)));
+    }
+    std::string out, err;
+    pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
+    char buf[65536];
+    for (int open_fds = 2; open_fds > 0;) {
+        if (poll(fds, 2, -1) < 0 && errno != EINTR) break;
+        for (int i = 0; i < 2; ++i) {
+            if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+            ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
+            if (n <= 0) {
+                ::close(fds[i].fd);
+                fds[i].fd = -1;
+                --open_fds;
+                continue;
+            }
+            if (i == 0) out.append(buf, size_t(n));
+            else {
+                if (o.echo_stderr) (void)!::write(2, buf, size_t(n));
+                err.append(buf, size_t(n));
+                if (err.size() > 65536) err.erase(0, err.size() - 65536);
+            }
+        }
+    }
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (WIFSIGNALED(status))
+        throw std::runtime_error(fmt::format("{} killed by signal {} ({})", argv[0], WTERMSIG(status), strsignal(WTERMSIG(status))));
+    if (WEXITSTATUS(status) != 0)
+        throw std::runtime_error(fmt::format("{} exited with status {}: {}", argv[0], WEXITSTATUS(status), err.empty() ? "no message" : last_line(err)));
+    return parse_native_json(out);
+}
+
+int run_native(const RunOptions& o) {
+    std::string cmdline = fmt::format("patterns={} footprints={}", o.patterns, o.footprints);
+    if (!o.skip.empty()) cmdline += " skip=" + o.skip;
+    Config config;
+    ConfigError err = parse_config(Str(cmdline.c_str()), config);
+    if (err.message) {
+        fmt::print(stderr, "flushbench: {}: '{}'\n", err.message, std::string(err.token.p, err.token.n));
+        return kExitUsage;
+    }
+    NativeOptions no;
+    no.patterns = o.patterns;
+    no.footprints = o.footprints;
+    no.skip = o.skip;
+    no.reps = o.reps;
+    no.warmup = o.warmup;
+    no.cpu = o.vcpu_cpu;
+    no.binary = default_native_binary();
+    if (::access(no.binary.c_str(), X_OK) != 0) {
+        fmt::print(stderr, "flushbench: {} not found: build it with `cmake --build build --target flushbench-native`\n", no.binary);
+        return kExitEnvironment;
+    }
+    json fbctx = {{"schema_version", kResultsSchemaVersion}, {"version", FLUSHBENCH_VERSION}, {"git_commit", FLUSHBENCH_GIT_COMMIT},
+                  {"command_line", o.command_line}, {"backend", kNativeBackend}, {"emulated", false},
+                  {"kvm_flavour", kvm_flavour()}, {"host", host_fingerprint()}, {"mode", kNativeMode},
+                  {"native_argv", native_argv(no)}, {"vcpu_cpu", o.vcpu_cpu}};
+    std::string out = o.out;
+    if (out.empty()) {
+        char host[256] = {}, stamp[32];
+        gethostname(host, sizeof host - 1);
+        std::time_t now = std::time(nullptr);
+        std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", std::gmtime(&now));
+        out = fmt::format("results/{}-{}-native.json", stamp, host);
+    }
+    std::unique_ptr<ResultsWriter> results;
+    try {
+        results = std::make_unique<ResultsWriter>(out, make_context(fbctx));
+    } catch (const std::exception& e) {
+        fmt::print(stderr, "flushbench: {}\n", e.what());
+        return kExitEnvironment;
+    }
+    if (!o.quiet) fmt::print(stderr, "flushbench: native run: {}\n", fmt::join(native_argv(no), " "));
+    NativeResults nr;
+    std::string failure;
+    try {
+        nr = run_native_bench(no);
+    } catch (const std::exception& e) {
+        failure = e.what();
+        fmt::print(stderr, "flushbench: {}\n", failure);
+    }
+    std::map<CellStatus, uint32_t> counts;
+    for (const Cell& c : nr.cells) {
+        results->add(c);
+        ++counts[c.status];
+        if (o.quiet) continue;
+        std::string what = c.reason;
+        if (c.status == CellStatus::ok) {
+            std::vector<uint64_t> v = c.tsc;
+            std::nth_element(v.begin(), v.begin() + long(v.size() / 2), v.end());
+            double net = double(v[v.size() / 2]) - double(c.tsc_overhead);
+            what = fmt::format("median {:>12.0f} cycles net", net);
+            if (c.tsc_khz) what += fmt::format(" ({:.2f} us)", net / double(c.tsc_khz) * 1000.0);
+        }
+        fmt::print(stderr, "{:<8} {:<10} {:>10} B  {:<11} {}\n", c.backend, c.pattern, c.footprint_bytes, to_string(c.status), what);
+    }
+    json summary = {{"native_context", nr.context}, {"cells", nr.cells.size()}, {"error", failure}};
+    std::string path;
+    try {
+        path = results->finish(summary);
+    } catch (const std::exception& e) {
+        fmt::print(stderr, "flushbench: {}; every finished cell is still in {}\n", e.what(), results->journal());
+        return kExitEnvironment;
+    }
+    std::string parts;
+    uint32_t failed = 0;
+    for (const auto& [st, n] : counts) {
+        parts += fmt::format("{}{} {}", parts.empty() ? "" : ", ", n, to_string(st));
+        if (!is_measured(st)) failed += n;
+    }
+    fmt::print(stderr, "flushbench: {} native cells ({}) -> {}\n", nr.cells.size(), parts.empty() ? "none" : parts, path);
+    if (!failure.empty()) return kExitEnvironment;
+    return failed ? kExitCellsFailed : kExitOk;
+}
+
+}  // namespace fb
