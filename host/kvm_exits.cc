@@ -186,8 +186,8 @@ constexpr Name kSvm[] = {
 };
 
 // Exception vector mnemonics for SVM's per-vector intercepts (SVM_EXIT_EXCP_BASE + vector).
-constexpr const char* kVectors[32] = {"DE", "DB", "NMI", "BP", "OF", "BR", "UD", "NM", "DF", nullptr, "TS",
-                                      "NP", "SS", "GP",  "PF", nullptr, "MF", "AC", "MC", "XM", "VE", "CP"};
+constexpr const char* kVectors[32] = {"DE", "DB", "NMI", "BP", "OF",    "BR", "UD", "NM", "DF", nullptr, "TS",
+                                      "NP", "SS", "GP",  "PF", nullptr, "MF", "AC", "MC", "XM", "VE",    "CP"};
 
 const char* find(const Name* table, size_t n, uint64_t code) {
     for (size_t i = 0; i < n; ++i)
@@ -221,26 +221,35 @@ std::string vmx_name(uint64_t reason) {
 
 Isa isa_from_tracepoint(uint64_t isa_field) {
     switch (isa_field) {
-        case 1: return Isa::vmx;
-        case 2: return Isa::svm;
-        default: return Isa::unknown;
+        case 1:
+            return Isa::vmx;
+        case 2:
+            return Isa::svm;
+        default:
+            return Isa::unknown;
     }
 }
 
 const char* to_string(Isa isa) {
     switch (isa) {
-        case Isa::vmx: return "vmx";
-        case Isa::svm: return "svm";
-        case Isa::unknown: return "unknown";
+        case Isa::vmx:
+            return "vmx";
+        case Isa::svm:
+            return "svm";
+        case Isa::unknown:
+            return "unknown";
     }
     return "unknown";
 }
 
 std::string exit_reason_name(Isa isa, uint64_t reason) {
     switch (isa) {
-        case Isa::vmx: return vmx_name(reason);
-        case Isa::svm: return svm_name(reason);
-        case Isa::unknown: break;
+        case Isa::vmx:
+            return vmx_name(reason);
+        case Isa::svm:
+            return svm_name(reason);
+        case Isa::unknown:
+            break;
     }
     return fmt::format("UNKNOWN({})", reason);
 }

@@ -1,12 +1,12 @@
 #include "host/kvm_trace.h"
 
+#include <linux/magic.h>
 #include <linux/perf_event.h>
 #include <poll.h>
 #include <sched.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
-#include <linux/magic.h>
 #include <sys/mount.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
@@ -41,9 +41,9 @@ int perf_event_open(perf_event_attr* attr, pid_t tid) {
 }
 
 uint64_t monotonic_ns() {
-    return uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                        std::chrono::steady_clock::now().time_since_epoch())
-                        .count());
+    return uint64_t(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+            .count());
 }
 
 bool is_dir(const fs::path& p) {
@@ -54,11 +54,16 @@ bool is_dir(const fs::path& p) {
 std::string open_fix(int err) {
     switch (err) {
         case EACCES:
-        case EPERM: return "tracepoint sampling needs root or CAP_PERFMON (and readable tracefs format files)";
-        case ENOENT: return "the tracepoint ID is unknown to perf: kernel without CONFIG_PERF_EVENTS tracepoint support?";
-        case ESRCH: return "the thread does not exist (any more)";
-        case EMFILE: return "too many open files: raise ulimit -n";
-        default: return "see perf_event_open(2)";
+        case EPERM:
+            return "tracepoint sampling needs root or CAP_PERFMON (and readable tracefs format files)";
+        case ENOENT:
+            return "the tracepoint ID is unknown to perf: kernel without CONFIG_PERF_EVENTS tracepoint support?";
+        case ESRCH:
+            return "the thread does not exist (any more)";
+        case EMFILE:
+            return "too many open files: raise ulimit -n";
+        default:
+            return "see perf_event_open(2)";
     }
 }
 
@@ -78,14 +83,16 @@ TracefsLocation locate_tracefs(bool may_mount) {
         return loc;
     }
     if (!may_mount || ::geteuid() != 0) {
-        loc.unavailable = "tracefs is not mounted at /sys/kernel/tracing and only root may mount it: "
-                          "mount -t tracefs nodev /sys/kernel/tracing";
+        loc.unavailable =
+            "tracefs is not mounted at /sys/kernel/tracing and only root may mount it: "
+            "mount -t tracefs nodev /sys/kernel/tracing";
         return loc;
     }
     if (::mount("nodev", "/sys/kernel/tracing", "tracefs", 0, nullptr) != 0) {
-        loc.unavailable = fmt::format("mount -t tracefs nodev /sys/kernel/tracing failed: {} (a kernel without "
-                                      "CONFIG_TRACING, or a container without CAP_SYS_ADMIN)",
-                                      std::strerror(errno));
+        loc.unavailable = fmt::format(
+            "mount -t tracefs nodev /sys/kernel/tracing failed: {} (a kernel without "
+            "CONFIG_TRACING, or a container without CAP_SYS_ADMIN)",
+            std::strerror(errno));
         return loc;
     }
     loc.root = "/sys/kernel/tracing";
@@ -217,8 +224,10 @@ struct KvmExitTrace::State {
                 uint32_t raw_size = 0;
                 std::memcpy(&time, p + 8, 8);
                 std::memcpy(&raw_size, p + 16, 4);
-                if (raw_size <= left - 20) decoder.on_sample(time, {p + 20, raw_size});
-                else ++decoder.undecodable;
+                if (raw_size <= left - 20)
+                    decoder.on_sample(time, {p + 20, raw_size});
+                else
+                    ++decoder.undecodable;
             } else if (h.type == PERF_RECORD_LOST && left >= 16) {
                 uint64_t n = 0;
                 std::memcpy(&n, p + 8, 8);  // { u64 id; u64 lost; }
@@ -282,7 +291,8 @@ KvmExitTrace KvmExitTrace::open(pid_t tid, const std::string& exit_event, const 
             why = fmt::format("\"{}\" is not system:event", e);
             return nullptr;
         }
-        fs::path path = events / std::string(e.substr(0, e.find(':'))) / std::string(e.substr(e.find(':') + 1)) / "format";
+        fs::path path =
+            events / std::string(e.substr(0, e.find(':'))) / std::string(e.substr(e.find(':') + 1)) / "format";
         try {
             return std::make_unique<TracepointFormat>(read_tracepoint_format(path.string()));
         } catch (const std::exception& ex) {
@@ -313,8 +323,10 @@ KvmExitTrace KvmExitTrace::open(pid_t tid, const std::string& exit_event, const 
                 tp.fd = UniqueFd(fd);
             }
         }
-        if (s->tps.empty()) s->exit_fmt = std::move(fmt_);
-        else s->entry_fmt = std::move(fmt_);
+        if (s->tps.empty())
+            s->exit_fmt = std::move(fmt_);
+        else
+            s->entry_fmt = std::move(fmt_);
         s->tps.push_back(std::move(tp));
     }
     State::Tracepoint& exit_tp = s->tps[0];
@@ -330,8 +342,8 @@ KvmExitTrace KvmExitTrace::open(pid_t tid, const std::string& exit_event, const 
             break;
         }
         if (!s->ring.get()) {
-            exit_tp.unavailable = fmt::format("mmap of the sample buffer: {} (raise perf_event_mlock_kb or run as root)",
-                                              std::strerror(errno));
+            exit_tp.unavailable = fmt::format(
+                "mmap of the sample buffer: {} (raise perf_event_mlock_kb or run as root)", std::strerror(errno));
             exit_tp.fd = UniqueFd();
         }
     }
@@ -422,7 +434,7 @@ nlohmann::json KvmExitTrace::result() const {
     if (!s_) return {{"unavailable", "moved-from KvmExitTrace"}};
     State& s = *s_;
     std::lock_guard<std::mutex> g(s.lock);
-    j["tracefs"] = s.tracefs.root.empty() ? "none"
+    j["tracefs"] = s.tracefs.root.empty()    ? "none"
                    : s.tracefs.mounted_by_us ? s.tracefs.root + " (mounted by flushbench)"
                                              : s.tracefs.root;
     if (!s.unavailable.empty()) {
@@ -438,8 +450,10 @@ nlohmann::json KvmExitTrace::result() const {
     j["duration_ns"] = s.duration_ns;
     nlohmann::json counts = nlohmann::json::object(), missing = nlohmann::json::object();
     for (const auto& t : s.tps) {
-        if (t.count) counts[t.event] = *t.count;
-        else missing[t.event] = t.unavailable.empty() ? "read of the counter failed" : t.unavailable;
+        if (t.count)
+            counts[t.event] = *t.count;
+        else
+            missing[t.event] = t.unavailable.empty() ? "read of the counter failed" : t.unavailable;
     }
     j["counts"] = counts;
     if (!missing.empty()) j["unavailable_events"] = missing;
@@ -469,14 +483,15 @@ nlohmann::json KvmExitTrace::result() const {
             return j;
         }
         j["source"] = kFallbackSource;
-        j["note"] = exit_tp->count
-                        ? fmt::format("{} did not fire on this thread during the phase (KVM module {} does "
-                                      "not trace its exits); counted the emulation, port-I/O and userspace-exit "
-                                      "tracepoints of KVM's common code instead: no per-reason times",
-                                      exit_tp->event, s.flavour)
-                        : fmt::format("{} unavailable ({}); counted the emulation, port-I/O and "
-                                      "userspace-exit tracepoints instead: no per-reason times",
-                                      exit_tp->event, exit_tp->unavailable);
+        j["note"] = exit_tp->count ? fmt::format(
+                                         "{} did not fire on this thread during the phase (KVM module {} does "
+                                         "not trace its exits); counted the emulation, port-I/O and userspace-exit "
+                                         "tracepoints of KVM's common code instead: no per-reason times",
+                                         exit_tp->event, s.flavour)
+                                   : fmt::format(
+                                         "{} unavailable ({}); counted the emulation, port-I/O and "
+                                         "userspace-exit tracepoints instead: no per-reason times",
+                                         exit_tp->event, exit_tp->unavailable);
     }
     j["by_reason"] = by;
     return j;

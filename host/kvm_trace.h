@@ -33,14 +33,14 @@ namespace fb {
 
 // Where tracefs is, mounting it if it is not and we may.
 struct TracefsLocation {
-    std::string root;         // "/sys/kernel/tracing"; empty when unavailable
+    std::string root;  // "/sys/kernel/tracing"; empty when unavailable
     bool mounted_by_us = false;
     std::string unavailable;  // why there is no root, and the fix
 };
 TracefsLocation locate_tracefs(bool may_mount = true);
 
 class KvmExitTrace {
-public:
+   public:
     // Opens the tracepoints for thread `tid` (0 = the calling thread). Never throws for a host that
     // lacks them: result() then carries `unavailable`. Callable from the vCPU thread itself.
     static KvmExitTrace open(pid_t tid);
@@ -87,7 +87,7 @@ public:
         void finish();
     };
 
-private:
+   private:
     struct State;  // fds, ring buffer, reader thread: in kvm_trace.cc
     explicit KvmExitTrace(std::unique_ptr<State> state);
     std::unique_ptr<State> s_;

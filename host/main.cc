@@ -107,6 +107,12 @@ int run_matrix_file(const std::string& name, const fb::RunOptions& cli, const CL
         if (given("--mem-mib")) o.mem_mib = cli.mem_mib;
         if (given("--cell-timeout")) o.cell_timeout = cli.cell_timeout;
         if (given("--image")) o.image = cli.image;
+        if (given("--events")) o.events = cli.events;
+        else if (!r.counters.empty()) {  // tracepoints (kvm:*) are always traced; the rest are perf events
+            o.events.clear();
+            for (const auto& c : r.counters)
+                if (c.rfind("kvm:", 0) != 0) o.events.push_back(c);
+        }
         o.inject = cli.inject;
         o.quiet = cli.quiet;
         o.command_line = cli.command_line;
@@ -157,6 +163,8 @@ int main(int argc, char** argv) {
     run->add_option("--reps", ro.reps, "measured repetitions per cell")->check(CLI::Range(1u, fb::Config::kMaxReps))->capture_default_str();
     run->add_option("--warmup", ro.warmup, "discarded repetitions per cell")->check(CLI::Range(0u, fb::Config::kMaxWarmup))->capture_default_str();
     run->add_option("--skip", ro.skip, "patterns never to run, as name[:reason],...");
+    run->add_option("--events", ro.events, "kvm backend: host counters per cell, split guest-only/host-only (libpfm4 names)")
+        ->delimiter(',')->capture_default_str();
     run->add_option("--vcpu-cpu", ro.vcpu_cpu, "pin the vCPU (kvm) or QEMU (qemu-*) to this host CPU");
     run->add_option("--migrate-ms", ro.migrate_ms, "kvm: move the vCPU to the next CPU this often (widens wbinvd_dirty_mask)");
     run->add_option("--mem-mib", ro.mem_mib, "guest RAM; default: sized to the largest footprint");

@@ -92,8 +92,8 @@ std::vector<std::string> split_csv(const std::string& line) {
 }  // namespace
 
 std::string pcm_failure_reason(std::string_view output) {
-    static const char* const kSignals[] = {"error",  "unsupported", "not supported", "only intel", "cannot",
-                                           "can not", "denied",     "not enabled",   "no such"};
+    static const char* const kSignals[] = {"error",   "unsupported", "not supported", "only intel", "cannot",
+                                           "can not", "denied",      "not enabled",   "no such"};
     std::string out;
     std::istringstream in{std::string(output)};
     for (std::string line; std::getline(in, line);) {
@@ -123,9 +123,12 @@ nlohmann::json parse_pcm_memory_csv(std::string_view csv) {
         const auto& names = rows[r + 1];
         for (size_t c = 0; c < top.size() && c < names.size(); ++c) {
             if (top[c] != "System") continue;
-            if (names[c] == "Read") read_col = int(c);
-            else if (names[c] == "Write") write_col = int(c);
-            else if (names[c] == "Memory") mem_col = int(c);
+            if (names[c] == "Read")
+                read_col = int(c);
+            else if (names[c] == "Write")
+                write_col = int(c);
+            else if (names[c] == "Memory")
+                mem_col = int(c);
         }
         if (read_col >= 0 || write_col >= 0 || mem_col >= 0) {
             first_data = r + 2;
@@ -236,9 +239,10 @@ nlohmann::json PcmSidecar::stop() {
                                                         : "stopped";
         if (why.empty())
             why = exited_early ? fmt::format("pcm-memory ended before the phase did ({})", status_text)
-                               : fmt::format("pcm-memory wrote no sample in {:.2f} s (interval {} s; it needs about a "
-                                             "second to start)",
-                                             duration, interval_s_);
+                               : fmt::format(
+                                     "pcm-memory wrote no sample in {:.2f} s (interval {} s; it needs about a "
+                                     "second to start)",
+                                     duration, interval_s_);
         else
             why = fmt::format("pcm-memory: {} ({})", why, status_text);
         if (!host_notes_.empty()) why += "; host: " + host_notes_;

@@ -18,7 +18,7 @@
 namespace fb {
 
 class PcmSidecar {
-public:
+   public:
     // Starts `pcm-memory <interval_s> -csv=<tmp file> -nc` in the background (PATH, then /usr/sbin,
     // /usr/local/sbin). Never throws for a host without PCM: stop() then reports `unavailable`.
     static PcmSidecar start(double interval_s);
@@ -36,7 +36,7 @@ public:
     PcmSidecar& operator=(const PcmSidecar&) = delete;
     ~PcmSidecar();  // a running pcm-memory is stopped, its files removed
 
-private:
+   private:
     PcmSidecar() = default;
     void cleanup();
 

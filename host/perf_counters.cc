@@ -131,11 +131,16 @@ std::string kernel_pmu(uint32_t type) {
     switch (type) {
         case PERF_TYPE_HARDWARE:
         case PERF_TYPE_HW_CACHE:
-        case PERF_TYPE_RAW: return "cpu";
-        case PERF_TYPE_SOFTWARE: return "software";
-        case PERF_TYPE_TRACEPOINT: return "tracepoint";
-        case PERF_TYPE_BREAKPOINT: return "breakpoint";
-        default: break;
+        case PERF_TYPE_RAW:
+            return "cpu";
+        case PERF_TYPE_SOFTWARE:
+            return "software";
+        case PERF_TYPE_TRACEPOINT:
+            return "tracepoint";
+        case PERF_TYPE_BREAKPOINT:
+            return "breakpoint";
+        default:
+            break;
     }
     std::error_code ec;
     for (const auto& d : fs::directory_iterator("/sys/bus/event_source/devices", ec)) {
@@ -180,40 +185,53 @@ std::string open_error(int err, const EventEncoding& enc, Split split, pid_t tid
     switch (err) {
         case EACCES:
         case EPERM:
-            fix = fmt::format("perf_event_paranoid={}: run as root, grant CAP_PERFMON, or sysctl "
-                              "kernel.perf_event_paranoid=1 (kernel and guest mode need <= 1)",
-                              paranoid());
+            fix = fmt::format(
+                "perf_event_paranoid={}: run as root, grant CAP_PERFMON, or sysctl "
+                "kernel.perf_event_paranoid=1 (kernel and guest mode need <= 1)",
+                paranoid());
             break;
         case ENOENT:
         case EOPNOTSUPP:
         case ENODEV:
             if (hw && !cpu_pmu_exposed())
-                fix = fmt::format("no hardware PMU exposed: /sys/bus/event_source/devices has only {}; run on bare "
-                                  "metal or give the VM a vPMU (QEMU -cpu host,pmu=on; libvirt <pmu state='on'/>)",
-                                  join(sysfs_pmus(), ", "));
+                fix = fmt::format(
+                    "no hardware PMU exposed: /sys/bus/event_source/devices has only {}; run on bare "
+                    "metal or give the VM a vPMU (QEMU -cpu host,pmu=on; libvirt <pmu state='on'/>)",
+                    join(sysfs_pmus(), ", "));
             else if (split != Split::all && err == EOPNOTSUPP)
-                fix = "this PMU cannot count guest and host mode apart (exclude_guest/exclude_host): count without the split";
+                fix =
+                    "this PMU cannot count guest and host mode apart (exclude_guest/exclude_host): count without the "
+                    "split";
             else
-                fix = fmt::format("the {} PMU does not take this encoding ({}): check `perf list`", enc.pmu, enc.pfm_name);
+                fix = fmt::format("the {} PMU does not take this encoding ({}): check `perf list`", enc.pmu,
+                                  enc.pfm_name);
             break;
         case EINVAL:
-            fix = split != Split::all
-                      ? "the PMU refused the attributes: some PMUs cannot split guest and host mode, count without the split"
-                      : fmt::format("the {} PMU refused the encoding ({})", enc.pmu, enc.pfm_name);
+            fix = split != Split::all ? "the PMU refused the attributes: some PMUs cannot split guest and host mode, "
+                                        "count without the split"
+                                      : fmt::format("the {} PMU refused the encoding ({})", enc.pmu, enc.pfm_name);
             break;
-        case ESRCH: fix = fmt::format("thread {} does not exist (any more)", tid); break;
-        case EMFILE: fix = "too many open files: raise ulimit -n"; break;
+        case ESRCH:
+            fix = fmt::format("thread {} does not exist (any more)", tid);
+            break;
+        case EMFILE:
+            fix = "too many open files: raise ulimit -n";
+            break;
         case EBUSY:
-            fix = "the counter is held exclusively (another perf or PCM session; the NMI watchdog: sysctl kernel.nmi_watchdog=0)";
+            fix =
+                "the counter is held exclusively (another perf or PCM session; the NMI watchdog: sysctl "
+                "kernel.nmi_watchdog=0)";
             break;
-        default: fix = "see perf_event_open(2)"; break;
+        default:
+            fix = "see perf_event_open(2)";
+            break;
     }
     return fmt::format("perf_event_open: {} ({})", std::strerror(err), fix);
 }
 
 std::string unit_of(const perf_event_attr& a) {
-    bool clock = a.type == PERF_TYPE_SOFTWARE &&
-                 (a.config == PERF_COUNT_SW_TASK_CLOCK || a.config == PERF_COUNT_SW_CPU_CLOCK);
+    bool clock =
+        a.type == PERF_TYPE_SOFTWARE && (a.config == PERF_COUNT_SW_TASK_CLOCK || a.config == PERF_COUNT_SW_CPU_CLOCK);
     return clock ? "ns" : "count";
 }
 
@@ -232,9 +250,12 @@ std::string source_of(const EventEncoding& enc, Split split) {
 
 const char* to_string(Split split) {
     switch (split) {
-        case Split::all: return "all";
-        case Split::guest_only: return "guest_only";
-        case Split::host_only: return "host_only";
+        case Split::all:
+            return "all";
+        case Split::guest_only:
+            return "guest_only";
+        case Split::host_only:
+            return "host_only";
     }
     return "all";
 }
@@ -294,8 +315,9 @@ ScaledCount scale_count(uint64_t count, uint64_t time_enabled, uint64_t time_run
         return s;
     }
     if (time_running == 0) {
-        s.unavailable = "not counted: the event never got a hardware counter during the phase (more events than "
-                        "counters, or the NMI watchdog holds one: sysctl kernel.nmi_watchdog=0)";
+        s.unavailable =
+            "not counted: the event never got a hardware counter during the phase (more events than "
+            "counters, or the NMI watchdog holds one: sysctl kernel.nmi_watchdog=0)";
         return s;
     }
     s.scaling = double(time_enabled) / double(time_running);
@@ -315,7 +337,8 @@ CounterGroup CounterGroup::open(pid_t tid, const std::vector<std::string>& event
         ev.info.unit = unit_of(enc.attr);
         ev.info.source = source_of(enc, split);
         perf_event_attr a = enc.attr;
-        a.read_format = PERF_FORMAT_GROUP | PERF_FORMAT_TOTAL_TIME_ENABLED | PERF_FORMAT_TOTAL_TIME_RUNNING | PERF_FORMAT_ID;
+        a.read_format =
+            PERF_FORMAT_GROUP | PERF_FORMAT_TOTAL_TIME_ENABLED | PERF_FORMAT_TOTAL_TIME_RUNNING | PERF_FORMAT_ID;
         a.inherit = 0;  // the vCPU thread only, not threads it might create
 
         int fd = -1, err = 0;
@@ -337,9 +360,10 @@ CounterGroup CounterGroup::open(pid_t tid, const std::vector<std::string>& event
                 u.exclude_hv = 1;
                 fd = perf_event_open(&u, tid, -1, -1);
                 if (fd >= 0)
-                    ev.info.source += fmt::format(" user mode only: perf_event_paranoid={} forbids kernel and guest "
-                                                  "counting; run as root or sysctl kernel.perf_event_paranoid=1",
-                                                  paranoid());
+                    ev.info.source += fmt::format(
+                        " user mode only: perf_event_paranoid={} forbids kernel and guest "
+                        "counting; run as root or sysctl kernel.perf_event_paranoid=1",
+                        paranoid());
                 else if (errno == EACCES || errno == EPERM)
                     errno = first;
                 // else: the event cannot be counted at all (no PMU): that reason outranks the permission one
@@ -440,17 +464,38 @@ bool CounterGroup::any_available() const {
     return std::any_of(events_.begin(), events_.end(), [](const Event& e) { return e.leader >= 0; });
 }
 
-std::vector<std::string> software_events() { return {"task-clock", "context-switches", "cpu-migrations", "page-faults"}; }
+std::vector<std::string> software_events() {
+    return {"task-clock", "context-switches", "cpu-migrations", "page-faults"};
+}
 
 std::vector<std::string> countable_events(size_t max) {
     std::vector<std::string> candidates = {
-        "task-clock",        "cpu-clock",         "context-switches",        "cpu-migrations",
-        "page-faults",       "minor-faults",      "major-faults",            "cycles",
-        "instructions",      "ref-cycles",        "bus-cycles",              "branches",
-        "branch-misses",     "cache-references",  "cache-misses",            "LLC-loads",
-        "LLC-load-misses",   "LLC-stores",        "LLC-store-misses",        "L1-dcache-loads",
-        "L1-dcache-load-misses", "dTLB-loads",    "dTLB-load-misses",        "iTLB-load-misses",
-        "stalled-cycles-frontend", "stalled-cycles-backend",
+        "task-clock",
+        "cpu-clock",
+        "context-switches",
+        "cpu-migrations",
+        "page-faults",
+        "minor-faults",
+        "major-faults",
+        "cycles",
+        "instructions",
+        "ref-cycles",
+        "bus-cycles",
+        "branches",
+        "branch-misses",
+        "cache-references",
+        "cache-misses",
+        "LLC-loads",
+        "LLC-load-misses",
+        "LLC-stores",
+        "LLC-store-misses",
+        "L1-dcache-loads",
+        "L1-dcache-load-misses",
+        "dTLB-loads",
+        "dTLB-load-misses",
+        "iTLB-load-misses",
+        "stalled-cycles-frontend",
+        "stalled-cycles-backend",
     };
     try {
         pfm_init();

@@ -24,12 +24,12 @@
 namespace fb {
 
 struct CounterValue {
-    std::string name;         // as the user gave it: "cycles", "INST_RETIRED.ANY"
-    std::string unit;         // "count", or "ns" for task-clock / cpu-clock
-    std::string source;       // "perf_event cpu (perf::PERF_COUNT_HW_CPU_CYCLES, guest only)"
+    std::string name;             // as the user gave it: "cycles", "INST_RETIRED.ANY"
+    std::string unit;             // "count", or "ns" for task-clock / cpu-clock
+    std::string source;           // "perf_event cpu (perf::PERF_COUNT_HW_CPU_CYCLES, guest only)"
     std::optional<double> value;  // already scaled when multiplexed; empty when unavailable
-    std::string unavailable;  // why there is no value, and the fix; empty when value is set
-    double scaling = 1.0;     // time_enabled / time_running when multiplexed, 1.0 otherwise
+    std::string unavailable;      // why there is no value, and the fix; empty when value is set
+    double scaling = 1.0;         // time_enabled / time_running when multiplexed, 1.0 otherwise
 };
 
 // Which CPU mode a counter counts in. Split::all counts both; guest_only sets exclude_host,
@@ -65,7 +65,7 @@ ScaledCount scale_count(uint64_t count, uint64_t time_enabled, uint64_t time_run
 // onto the PMU all together or not at all, so its members share time_enabled/time_running and their
 // ratios are exact even when multiplexed). Counts since the last start().
 class CounterGroup {
-public:
+   public:
     // tid: the thread to count (0 = the calling thread); the counters follow it across CPUs.
     // Events that cannot be opened become unavailable (the kernel's error and the fix); an unknown
     // event name throws std::invalid_argument (from encode_event), as that is a usage error.
@@ -77,14 +77,14 @@ public:
     CounterGroup& operator=(const CounterGroup&) = delete;
     ~CounterGroup() = default;
 
-    void start();  // PERF_EVENT_IOC_RESET + ENABLE on every group leader
-    void stop();   // PERF_EVENT_IOC_DISABLE: the counts stay readable until the next start()
+    void start();                            // PERF_EVENT_IOC_RESET + ENABLE on every group leader
+    void stop();                             // PERF_EVENT_IOC_DISABLE: the counts stay readable until the next start()
     std::vector<CounterValue> read() const;  // one per requested event, in request order
-    bool any_available() const;               // at least one event opened
+    bool any_available() const;              // at least one event opened
     Split split() const { return split_; }
     pid_t tid() const { return tid_; }
 
-private:
+   private:
     CounterGroup() = default;
     struct Event {
         CounterValue info;  // name, unit, source; unavailable when it did not open
@@ -93,7 +93,7 @@ private:
         UniqueFd fd;
     };
     struct Leader {
-        int fd = -1;  // the leader event's fd (owned by its Event)
+        int fd = -1;                  // the leader event's fd (owned by its Event)
         std::vector<size_t> members;  // indices into events_, leader first
         // Snapshot at start(): RESET zeroes the counts but not time_enabled/time_running.
         uint64_t enabled_at_start = 0, running_at_start = 0;

@@ -1,5 +1,7 @@
 #include "host/probe.h"
 
+#include "host/perf_counters.h"
+
 #include <fcntl.h>
 #include <linux/kvm.h>
 #include <linux/perf_event.h>
@@ -596,9 +598,19 @@ Capability probe_frequency(const ProbeOptions& o) {
 
 // The probe table, like kvm-unit-tests' test table: adding a capability is one line.
 using ProbeFn = Capability (*)(const ProbeOptions&);
+// What `run --events` can count here, by actually opening each (hardware and software).
+Capability probe_countable(const ProbeOptions&) {
+    Capability c{"countable_events", false, "", ""};
+    auto events = countable_events(64);
+    c.available = !events.empty();
+    c.detail = events.empty() ? "no perf event could be opened" : join(events, ", ");
+    if (!c.available) c.fix = "check /proc/sys/kernel/perf_event_paranoid (run as root or lower it)";
+    return c;
+}
+
 constexpr ProbeFn kProbes[] = {
     probe_kvm,  probe_kvm_vfio_device, probe_vfio, probe_iommu, probe_mdev,   probe_perf,
-    probe_tracepoints, probe_pcm, probe_qemu, probe_cpu,   probe_kernel, probe_frequency,
+    probe_countable, probe_tracepoints, probe_pcm, probe_qemu, probe_cpu,   probe_kernel, probe_frequency,
 };
 
 }  // namespace

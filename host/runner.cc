@@ -26,7 +26,10 @@
 #include "common/x86/cpu.h"
 #include "host/compare.h"
 #include "host/elf_image.h"
+#include "host/kvm_trace.h"
 #include "host/kvm_vfio_device.h"
+#include "host/pcm_sidecar.h"
+#include "host/perf_counters.h"
 #include "host/probe.h"
 #include "host/qemu_guest.h"
 #include "host/record_stream.h"
@@ -237,8 +240,17 @@ Plan make_plan(const RunOptions& o) {
     if (plan.backend == "kvm") plan.boots.push_back(phases);
     else
         for (auto& p : phases)
-            if (p.label != "coherent-repeat") plan.boots.push_back({p});
+            if (p.label.rfind("coherent-repeat", 0) != 0) plan.boots.push_back({p});  // one boot per mode
 
+    for (const auto& e : o.events) {
+        try {
+            encode_event(e, Split::all);
+        } catch (const std::invalid_argument& unknown) {
+            throw UsageError(unknown.what());
+        } catch (const std::exception&) {
+            // Known to libpfm4 but not countable here: the cell will say unavailable, with why.
+        }
+    }
     plan.image = o.image.empty() ? default_guest_image() : o.image;
     if (!fs::exists(plan.image))
         throw EnvironmentError(fmt::format("guest image {} not found: build it with `cmake --build build` or pass --image", plan.image));
@@ -399,6 +411,72 @@ private:
     bool nc_attached_ = false;
 };
 
+json to_json(const CounterValue& v) {
+    json j = {{"name", v.name}, {"unit", v.unit}, {"source", v.source}, {"scaling", v.scaling}};
+    if (v.value) j["value"] = *v.value;
+    else j["unavailable"] = v.unavailable;  // never a silent 0
+    return j;
+}
+
+// Host counters for one cell, opened lazily on the vCPU thread (the thread KVM_RUN runs on):
+// the user's events split into guest-only and host-only groups (how much of a WBINVD's cost is
+// the guest's and how much KVM's), software events, and KVM exit attribution.
+class CellCounters {
+public:
+    explicit CellCounters(std::vector<std::string> events) : events_(std::move(events)) {}
+    void start() {
+        if (!opened_) open();
+        for (auto& g : groups_) g.group.start();
+        if (trace_) trace_->start();
+    }
+    json stop() {
+        json out = json::object();
+        for (auto& g : groups_) {
+            g.group.stop();
+            json values = json::array();
+            for (const auto& v : g.group.read()) values.push_back(to_json(v));
+            out[g.label] = values;
+        }
+        if (trace_) {
+            trace_->stop();
+            out["kvm_exits"] = trace_->result();
+        } else {
+            out["kvm_exits"] = {{"unavailable", trace_error_}};
+        }
+        if (!open_error_.empty()) out["unavailable"] = open_error_;
+        return out;
+    }
+
+private:
+    struct Labelled {
+        std::string label;
+        CounterGroup group;
+    };
+    void open() {
+        opened_ = true;
+        try {
+            if (!events_.empty()) {
+                groups_.push_back({"guest_only", CounterGroup::open(0, events_, Split::guest_only)});
+                groups_.push_back({"host_only", CounterGroup::open(0, events_, Split::host_only)});
+            }
+            groups_.push_back({"software", CounterGroup::open(0, software_events(), Split::all)});
+        } catch (const std::exception& e) {
+            open_error_ = e.what();
+        }
+        try {
+            trace_ = std::make_unique<KvmExitTrace>(KvmExitTrace::open(0));
+            if (!trace_->available()) trace_error_ = trace_->result().value("unavailable", "tracepoints unavailable"), trace_.reset();
+        } catch (const std::exception& e) {
+            trace_error_ = e.what();
+        }
+    }
+    std::vector<std::string> events_;
+    bool opened_ = false;
+    std::vector<Labelled> groups_;
+    std::unique_ptr<KvmExitTrace> trace_;
+    std::string open_error_, trace_error_;
+};
+
 json stats_delta(const KvmStats& before, const KvmStats& after) {
     json d = json::object();
     for (const auto& [k, v] : after.values) {
@@ -417,12 +495,18 @@ BootEnd boot_kvm(const Plan& plan, const RunOptions& o, const std::vector<Phase>
         json& cell_extra;  // picked up by the cell that the next "end" record completes
         VmmGuest* guest = nullptr;
         std::optional<VmmKvmStats> cell_start;
+        CellCounters* counters = nullptr;
         Events(RecordStream& s, json& extra) : stream(s), cell_extra(extra) {}
         // Console text only (records come by port), kept in the stream's tail for crash reports.
         void on_serial(std::string_view bytes) override { stream.feed_bytes(bytes); }
+        // On the vCPU thread, the vCPU stopped: the counters bracket exactly the guest's cell.
         void on_record(std::string_view line) override {
-            if (line.rfind("FB1 cell ", 0) == 0) cell_start = guest->kvm_stats();
+            if (line.rfind("FB1 cell ", 0) == 0) {
+                cell_start = guest->kvm_stats();
+                if (counters) counters->start();
+            }
             if (line.rfind("FB1 end ", 0) == 0 && cell_start) {
+                if (counters) cell_extra["host_counters"] = counters->stop();
                 auto now = guest->kvm_stats();
                 cell_extra["kvm_stats_delta"] = {{"vcpu", stats_delta(cell_start->vcpu, now.vcpu)},
                                                  {"vm", stats_delta(cell_start->vm, now.vm)}};
@@ -430,6 +514,8 @@ BootEnd boot_kvm(const Plan& plan, const RunOptions& o, const std::vector<Phase>
             stream.feed_line(line);
         }
     } events(stream, cell_extra);
+    CellCounters counters(o.events);
+    events.counters = &counters;
 
     ElfImage image = ElfImage::load(plan.image);
     VmmOptions vo;
@@ -527,8 +613,11 @@ void run_boot_group(const Plan& plan, const RunOptions& o, const std::vector<Pha
             c.extra = std::exchange(cell_extra, json::object());
             sink.add(std::move(c), phases.at(std::min<size_t>(c.phase, phases.size() - 1)), tsc_khz);
         });
+        // Memory-controller traffic (WBINVD's write-backs are the physical cost) for the whole boot.
+        PcmSidecar pcm = PcmSidecar::start(0.1);
         BootEnd end = plan.backend == "kvm" ? boot_kvm(plan, o, phases, cmdline, stream, facts, tsc_khz, cell_extra)
                                             : boot_qemu(plan, o, cmdline, stream, facts);
+        facts["pcm"] = pcm.stop();
         facts["end"] = {{"kind", int(end.kind)}, {"detail", end.detail}, {"cells", stream.cells_done()},
                         {"noise_lines", stream.health().noise_lines}, {"corrupt_lines", stream.health().corrupt_lines},
                         {"protocol_errors", stream.health().protocol_errors}, {"errors", stream.health().first_errors}};
@@ -697,7 +786,7 @@ json to_json(const RunOptions& o) {
             {"vfio_pci", o.vfio_pci}, {"machine", o.machine}, {"patterns", o.patterns}, {"footprints", o.footprints},
             {"skip", o.skip}, {"reps", o.reps}, {"warmup", o.warmup}, {"vcpu_cpu", o.vcpu_cpu},
             {"migrate_ms", o.migrate_ms}, {"mem_mib", o.mem_mib}, {"cell_timeout_s", o.cell_timeout.count()},
-            {"image", o.image}, {"out", o.out}, {"inject", o.inject}, {"variant", o.variant}};
+            {"image", o.image}, {"out", o.out}, {"inject", o.inject}, {"variant", o.variant}, {"events", o.events}};
 }
 
 RunOptions run_options_from_json(const json& j) {
@@ -721,6 +810,7 @@ RunOptions run_options_from_json(const json& j) {
     o.out = j.value("out", "");
     o.inject = j.value("inject", "");
     o.variant = j.value("variant", "");
+    o.events = j.value("events", RunOptions{}.events);
     return o;
 }
 

@@ -43,6 +43,7 @@ struct RunOptions {
     std::string out;                         // results file; default results/<UTC>-<host>.json
     std::string command_line;                // recorded in the results
     std::string inject;                      // fault injection for the harness's tests: kind@cell
+    std::vector<std::string> events = {"cycles", "instructions", "LLC-load-misses"};  // host counters (kvm)
     std::string variant;                     // appended to mode labels ("coherent+cpu2"): matrix placements
     bool quiet = false;
 };

@@ -89,7 +89,8 @@ TracepointFormat parse_tracepoint_format(std::string_view text) {
         } else if (t.starts_with("field:")) {
             size_t semi = t.find(';');
             if (semi == std::string_view::npos)
-                throw std::runtime_error(fmt::format("tracepoint format line {}: field without ';': \"{}\"", line_no, t));
+                throw std::runtime_error(
+                    fmt::format("tracepoint format line {}: field without ';': \"{}\"", line_no, t));
             auto [type, name] = split_declaration(t.substr(6, semi - 6));
             auto offset = attribute(t.substr(semi), "offset");
             auto size = attribute(t.substr(semi), "size");
@@ -99,14 +100,16 @@ TracepointFormat parse_tracepoint_format(std::string_view text) {
                     fmt::format("tracepoint format line {}: field needs a name, offset and size: \"{}\"", line_no, t));
             // A trace record's length is a u16 in the ring buffer: anything past 64 KiB is garbage.
             if (*offset > 0xffff || *size > 0xffff || *offset + *size > 0xffff)
-                throw std::runtime_error(fmt::format("tracepoint format line {}: field outside a trace record", line_no));
+                throw std::runtime_error(
+                    fmt::format("tracepoint format line {}: field outside a trace record", line_no));
             fmt.fields.push_back({name, type, uint32_t(*offset), uint32_t(*size), is_signed.value_or(0) != 0});
         } else if (t.starts_with("print fmt:")) {
             break;  // the rest is the printk format, which may contain anything
         }
     }
     if (!have_name || !have_id)
-        throw std::runtime_error(fmt::format("not a tracepoint format file: missing {}", !have_name ? "\"name:\"" : "\"ID:\""));
+        throw std::runtime_error(
+            fmt::format("not a tracepoint format file: missing {}", !have_name ? "\"name:\"" : "\"ID:\""));
     return fmt;
 }
 

@@ -108,12 +108,16 @@ INSTANTIATE_TEST_SUITE_P(
                                          Injection{"flood", "corrupt", false}, Injection{"panic", "crashed", true})),
     [](const auto& p) { return std::get<0>(p.param).substr(0, 4) + "_" + std::get<1>(p.param).inject; });
 
-// Read the children of a process from /proc (QEMU is flushbench's child).
-std::vector<pid_t> children_of(pid_t pid) {
+// flushbench's QEMU child, found through /proc (other children, e.g. a PCM sidecar, are not it).
+std::vector<pid_t> qemu_children_of(pid_t pid) {
     std::ifstream in("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children");
     std::vector<pid_t> v;
     pid_t c;
-    while (in >> c) v.push_back(c);
+    while (in >> c) {
+        std::string comm;
+        std::ifstream("/proc/" + std::to_string(c) + "/comm") >> comm;
+        if (comm.rfind("qemu-system", 0) == 0) v.push_back(c);
+    }
     return v;
 }
 
@@ -123,7 +127,7 @@ TEST_F(FaultTest, QemuKilledFromOutsideIsACrashedCellAndTheRunGoesOn) {
     auto args = run_args("qemu-tcg", out, {"--reps", "4000"});
     Child child(args);
     ASSERT_TRUE(child.pump_until([](const std::string& err) { return err.find("[   2/") != std::string::npos; }, 60s)) << child.err();
-    auto kids = children_of(child.pid());
+    auto kids = qemu_children_of(child.pid());
     ASSERT_FALSE(kids.empty()) << "no QEMU child found";
     kill(kids.front(), SIGKILL);
     ProcResult r = child.finish(120s);

@@ -6,6 +6,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <time.h>
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
@@ -15,7 +16,6 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
-#include <time.h>
 
 #include "host/pcm_sidecar.h"
 #include "host/perf_counters.h"

@@ -26,7 +26,7 @@ namespace fb {
 namespace {
 
 const std::vector<std::string> kOrder = {"kvm",     "kvm_vfio_device", "vfio",      "iommu_snoop_control",
-                                         "mdev",    "hw_perf_counters", "kvm_tracepoints", "intel_pcm",
+                                         "mdev",    "hw_perf_counters", "countable_events", "kvm_tracepoints", "intel_pcm",
                                          "qemu",    "cpu",             "kernel",    "frequency_scaling"};
 
 // One probe of the real machine for the whole suite: it runs QEMU twice and creates a VM.
