@@ -1,5 +1,7 @@
 #include "host/native.h"
 
+#include "host/vm.h"
+
 #include <fcntl.h>
 #include <linux/kvm.h>
 #include <poll.h>
@@ -66,24 +68,6 @@ CellStatus status_for_error(const std::string& msg, std::string& reason) {
         starts_with(msg, kLlcUnknown))
         return CellStatus::unsupported;
     return CellStatus::fault;
-}
-
-uint64_t kvm_scratch_tsc_khz() {
-    int kvm = ::open("/dev/kvm", O_RDWR | O_CLOEXEC);
-    if (kvm < 0) return 0;
-    uint64_t khz = 0;
-    int vm = ioctl(kvm, KVM_CREATE_VM, 0);
-    if (vm >= 0) {
-        int vcpu = ioctl(vm, KVM_CREATE_VCPU, 0);
-        if (vcpu >= 0) {
-            int r = ioctl(vcpu, KVM_GET_TSC_KHZ, 0);
-            if (r > 0) khz = uint64_t(r);
-            ::close(vcpu);
-        }
-        ::close(vm);
-    }
-    ::close(kvm);
-    return khz;
 }
 
 uint64_t calibrated_tsc_khz() {
@@ -237,7 +221,7 @@ TscRate native_tsc_rate() {
     x86::TscFreq f = x86::tsc_frequency();
     // The hypervisor's timing leaf and the crystal ratio are exact; 0x16 is a nominal MHz figure.
     if (f.khz && std::strcmp(f.source, "cpuid-0x16") != 0) return {f.khz, f.source};
-    if (uint64_t khz = kvm_scratch_tsc_khz()) return {khz, "KVM_GET_TSC_KHZ on a scratch vCPU (the kernel's calibrated tsc_khz)"};
+    if (uint64_t khz = kvm_default_tsc_khz()) return {khz, "KVM_GET_TSC_KHZ on a scratch vCPU (the kernel's calibrated tsc_khz)"};
     if (f.khz) return {f.khz, "cpuid-0x16 (nominal base frequency)"};
     return {calibrated_tsc_khz(), "calibrated: TSC against CLOCK_MONOTONIC_RAW over 100 ms"};
 }

@@ -92,26 +92,6 @@ bool kvm_usable(std::string& why) {
     return true;
 }
 
-// The rate the guest's TSC ticks at, as KVM sets it for a new vCPU (the host TSC unless scaled).
-uint64_t kvm_tsc_khz(int vcpu_fd) {
-    int khz = ioctl(vcpu_fd, KVM_GET_TSC_KHZ, 0);
-    return khz > 0 ? uint64_t(khz) : 0;
-}
-
-uint64_t scratch_vm_tsc_khz() {
-    int kvm = ::open("/dev/kvm", O_RDWR | O_CLOEXEC);
-    if (kvm < 0) return 0;
-    uint64_t khz = 0;
-    int vm = ioctl(kvm, KVM_CREATE_VM, 0);
-    if (vm >= 0) {
-        int vcpu = ioctl(vm, KVM_CREATE_VCPU, 0);
-        if (vcpu >= 0) khz = kvm_tsc_khz(vcpu), ::close(vcpu);
-        ::close(vm);
-    }
-    ::close(kvm);
-    return khz;
-}
-
 std::string utc_stamp() {
     char buf[32];
     std::time_t now = std::time(nullptr);
@@ -527,7 +507,7 @@ BootEnd boot_kvm(const Plan& plan, const RunOptions& o, const std::vector<Phase>
     events.guest = &guest;
     SnoopControl snoop(guest.vm(), plan);
     boot_facts["kvm_vfio_device"] = snoop.device_created() ? "created" : "unsupported";
-    if (uint64_t khz = kvm_tsc_khz(guest.vcpu().fd())) tsc_khz = khz;
+    if (uint64_t khz = vcpu_tsc_khz(guest.vcpu().fd())) tsc_khz = khz;
     boot_facts["tsc_khz"] = tsc_khz;
     auto stats = guest.kvm_stats();
     if (!stats.vcpu.unavailable.empty()) boot_facts["kvm_stats_unavailable"] = stats.vcpu.unavailable;
@@ -775,7 +755,7 @@ std::optional<int> checked_plan(const RunOptions& o, Plan& plan) {
         fmt::print(stderr, "flushbench: {}\n", e.what());
         return kExitEnvironment;
     }
-    plan.tsc_khz = plan.backend == "kvm" ? 0 : scratch_vm_tsc_khz();
+    plan.tsc_khz = plan.backend == "kvm" ? 0 : kvm_default_tsc_khz();
     return std::nullopt;
 }
 

@@ -219,4 +219,18 @@ Vcpu& Vm::add_vcpu() {
     return *vcpus_.back();
 }
 
+uint64_t vcpu_tsc_khz(int vcpu_fd) {
+    int khz = ioctl(vcpu_fd, KVM_GET_TSC_KHZ, 0);
+    return khz > 0 ? uint64_t(khz) : 0;
+}
+
+uint64_t kvm_default_tsc_khz() {
+    UniqueFd kvm(::open("/dev/kvm", O_RDWR | O_CLOEXEC));
+    if (kvm.get() < 0) return 0;
+    UniqueFd vm(ioctl(kvm.get(), KVM_CREATE_VM, 0));
+    if (vm.get() < 0) return 0;
+    UniqueFd vcpu(ioctl(vm.get(), KVM_CREATE_VCPU, 0));
+    return vcpu.get() < 0 ? 0 : vcpu_tsc_khz(vcpu.get());
+}
+
 }  // namespace fb

@@ -128,4 +128,9 @@ private:
     std::vector<std::unique_ptr<Vcpu>> vcpus_;  // last: destroyed first
 };
 
+// The rate a vCPU's TSC ticks at (KVM_GET_TSC_KHZ): the host TSC unless KVM scales it; 0 if unknown.
+uint64_t vcpu_tsc_khz(int vcpu_fd);
+// The same for a new vCPU of a scratch VM: what QEMU's guests and the host itself run at.
+uint64_t kvm_default_tsc_khz();
+
 }  // namespace fb
