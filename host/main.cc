@@ -116,10 +116,6 @@ int run_matrix_file(const std::string& name, const fb::RunOptions& cli, const CL
         o.inject = cli.inject;
         o.quiet = cli.quiet;
         o.command_line = cli.command_line;
-        if (o.backend == "native") {
-            fmt::print(stderr, "flushbench: a matrix cannot list backend native yet: run `flushbench run --backend native` separately\n");
-            return fb::kExitUsage;
-        }
         runs.push_back(o);
         labels.push_back(r.label);
     }
@@ -252,6 +248,5 @@ int main(int argc, char** argv) {
     ro.cell_timeout = std::chrono::seconds(timeout_s);
     ro.command_line = joined_argv(argc, argv);
     if (!matrix.empty()) return run_matrix_file(matrix, ro, *run);
-    if (ro.backend == "native") return fb::run_native(ro);
     return fb::run_benchmark(ro);
 }

@@ -24,7 +24,7 @@ const std::vector<std::string> kTopKeys = {"name", "description", "backends", "m
                                            "set", "machine", "mem_mib", "vfio", "vfio_baseline", "vfio_pci"};
 const std::vector<std::string> kPlacementKeys = {"name", "cpu", "migrate_ms"};
 const std::vector<std::string> kSetKeys = {"name", "patterns", "footprints", "reps", "warmup"};
-const std::vector<std::string> kBackends = {"auto", "kvm", "qemu-kvm", "qemu-tcg"};
+const std::vector<std::string> kBackends = {"auto", "kvm", "qemu-kvm", "qemu-tcg", "native"};
 const std::vector<std::string> kModes = {"coherent", "noncoherent", "both"};
 const std::vector<std::string> kMachines = {"microvm", "pc", "q35"};
 

@@ -92,9 +92,5 @@ std::vector<std::string> native_argv(const NativeOptions& o);
 // missing (with the fix), exits non-zero (with its stderr's last line), or prints no usable JSON.
 NativeResults run_native_bench(const NativeOptions& o);
 
-// `flushbench run --backend native`: validates patterns/footprints/skip with the guest's parser,
-// runs flushbench-native pinned to o.vcpu_cpu, writes the results file (journal, then atomically)
-// with backend native and returns an ExitStatus (host/runner.h).
-int run_native(const RunOptions& o);
 
 }  // namespace fb

@@ -27,6 +27,7 @@
 #include "host/compare.h"
 #include "host/elf_image.h"
 #include "host/kvm_trace.h"
+#include "host/native.h"
 #include "host/kvm_vfio_device.h"
 #include "host/pcm_sidecar.h"
 #include "host/perf_counters.h"
@@ -149,12 +150,22 @@ Plan make_plan(const RunOptions& o) {
     std::string kvm_why;
     bool have_kvm = kvm_usable(kvm_why);
     plan.backend = o.backend;
+    if (plan.backend == "native") {  // host user space: flushbench-native over the same table
+        plan.cmdline = fmt::format("patterns={} footprints={} reps={} warmup={}", o.patterns, o.footprints, o.reps, o.warmup);
+        if (!o.skip.empty()) plan.cmdline += " skip=" + o.skip;
+        ConfigError err = parse_config(Str(plan.cmdline.c_str()), plan.config);
+        if (err.message) throw UsageError(fmt::format("{}: '{}'", err.message, std::string(err.token.p, err.token.n)));
+        if (::access(default_native_binary().c_str(), X_OK) != 0)
+            throw EnvironmentError(fmt::format("{} not found: build it with `cmake --build build`", default_native_binary()));
+        plan.boots = {{{"native", "native"}}};
+        return plan;
+    }
     if (plan.backend == "auto") {
         plan.backend = have_kvm ? "kvm" : "qemu-tcg";
         if (!have_kvm) fmt::print(stderr, "warning: {}; falling back to qemu-tcg, whose timings are emulated\n", kvm_why);
     }
     if (plan.backend != "kvm" && plan.backend != "qemu-kvm" && plan.backend != "qemu-tcg")
-        throw UsageError(fmt::format("unknown backend '{}': use auto, kvm, qemu-kvm or qemu-tcg", o.backend));
+        throw UsageError(fmt::format("unknown backend '{}': use auto, kvm, qemu-kvm, qemu-tcg or native", o.backend));
     if (plan.backend != "qemu-tcg" && !have_kvm) throw EnvironmentError(fmt::format("backend {} needs KVM: {}", plan.backend, kvm_why));
     if (plan.backend != "kvm" && QemuGuest::which("qemu-system-x86_64").empty())
         throw EnvironmentError("qemu-system-x86_64 not found: install it with `apt-get install qemu-system-x86`");
@@ -683,6 +694,24 @@ std::string default_guest_image() {
 
 namespace {
 
+// One flushbench-native process for the whole run (all or nothing, also when resuming).
+void run_native_into(const RunOptions& o, CellSink& sink, const std::vector<Cell>& already, uint32_t run_index) {
+    if (std::any_of(already.begin(), already.end(), [&](const Cell& c) { return c.extra.value("run", 0u) == run_index; })) return;
+    NativeOptions no;
+    no.patterns = o.patterns;
+    no.footprints = o.footprints;
+    no.skip = o.skip;
+    no.reps = o.reps;
+    no.warmup = o.warmup;
+    no.cpu = o.vcpu_cpu;
+    no.echo_stderr = !o.quiet;
+    NativeResults r = run_native_bench(no);
+    for (auto& c : r.cells) {
+        uint64_t khz = c.tsc_khz;
+        sink.add(std::move(c), {"native", "native"}, khz);
+    }
+}
+
 // The one execution path of fresh and resumed runs, single or from a matrix: every run's boots
 // into one results file, then the final file with statistics.
 int execute(const std::vector<Plan>& plans, const std::vector<RunOptions>& runs, ResultsWriter& results, bool quiet) {
@@ -703,6 +732,10 @@ int execute(const std::vector<Plan>& plans, const std::vector<RunOptions>& runs,
                            plan.backend, plan.cmdline);
             sink.begin_run(plan, uint32_t(i));
             try {
+                if (plan.backend == "native") {
+                    run_native_into(runs[i], sink, already, uint32_t(i));
+                    continue;
+                }
                 for (const auto& phases : plan.boots) {
                     if (g_interrupted.load()) break;
                     run_boot_group(plan, runs[i], phases, sink, boots_log, already, uint32_t(i));
