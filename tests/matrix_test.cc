@@ -51,7 +51,9 @@ TEST(Matrix, QuickIsTheQuickFlag) {
 TEST(Matrix, DefaultSplitsWholeCacheAndPerLinePatterns) {
     Matrix m = load_matrix(shipped("default"));
     auto runs = m.expand();
-    ASSERT_EQ(runs.size(), 2u);
+    ASSERT_EQ(runs.size(), 4u);  // (best guest backend, native) x (whole-cache, per-line)
+    EXPECT_EQ(runs[0].options.backend, "auto");
+    EXPECT_EQ(runs[2].options.backend, "native");
     EXPECT_EQ(runs[0].options.patterns, "nop,cpuid,pio,dirty,wbinvd,wbnoinvd");
     EXPECT_EQ(runs[1].options.footprints, "0,4K,64K,1M");
     EXPECT_EQ(runs[0].options.reps, 31u);
