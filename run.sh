@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/setup.sh
 fb_install_missing
-fb_build build
+FB_TARGETS="flushbench flushbench-native" fb_build build  # the guest comes with flushbench
 mkdir -p results plots
 run="$(date -u +%Y%m%dT%H%M%SZ)-$(hostname)"
 status=0

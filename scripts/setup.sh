@@ -31,9 +31,11 @@ fb_install_missing() {
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# fb_build DIR [cmake -D...]: configure and build; FB_TARGETS limits the build to those targets.
 fb_build() {
   local dir=${1:-build}
   shift || true
   cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
-  cmake --build "$dir" -j "$(nproc)"
+  # shellcheck disable=SC2086
+  cmake --build "$dir" -j "$(nproc)" ${FB_TARGETS:+--target $FB_TARGETS}
 }
