@@ -323,6 +323,16 @@ std::string nearest(std::string_view word, const std::vector<std::string>& candi
 }
 
 Matrix parse_matrix(std::string_view toml_text, const std::string& source_name) {
+    // Matrix files are ASCII. Debian's toml++ reaches __builtin_unreachable on some non-ASCII
+    // characters (found by tests/fuzz/matrix_fuzz), so nothing else gets near it.
+    uint32_t line = 1, column = 1;
+    for (char ch : toml_text) {
+        if (static_cast<unsigned char>(ch) >= 0x80)
+            throw MatrixError(fmt::format("{}:{}:{}: non-ASCII character: matrix files are plain ASCII", source_name, line, column),
+                              source_name, line, column);
+        if (ch == '\n') ++line, column = 1;
+        else ++column;
+    }
     toml::table t;
     try {
         t = toml::parse(toml_text, source_name);

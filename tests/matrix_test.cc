@@ -48,6 +48,16 @@ TEST(Matrix, QuickIsTheQuickFlag) {
     EXPECT_EQ(o.cell_timeout.count(), 5);
 }
 
+// Found by the matrix fuzzer: Debian's toml++ hits __builtin_unreachable on U+00A1 in whitespace.
+TEST(Matrix, NonAsciiIsRefusedWithItsPosition) {
+    try {
+        parse_matrix("name = \"x\"\nreps =\xc2\xa1 3\n", "m.toml");
+        FAIL() << "accepted";
+    } catch (const MatrixError& e) {
+        EXPECT_NE(std::string(e.what()).find("m.toml:2:7: non-ASCII"), std::string::npos) << e.what();
+    }
+}
+
 TEST(Matrix, DefaultSplitsWholeCacheAndPerLinePatterns) {
     Matrix m = load_matrix(shipped("default"));
     auto runs = m.expand();
