@@ -11,7 +11,7 @@ limit=(-runs=20000)
 targets=()
 while (($#)); do
   case $1 in
-    --runs) limit=(-runs="$2"); shift 2 ;;
+    --runs) limit=(-runs="$2" -seed=1); shift 2 ;;  # bounded runs are reproducible
     --seconds) limit=(-max_total_time="$2"); shift 2 ;;
     --build) build=$2; shift 2 ;;
     -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
