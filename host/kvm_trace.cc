@@ -12,6 +12,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -469,7 +470,12 @@ nlohmann::json KvmExitTrace::result() const {
             e["mean_ns"] = r.timed ? nlohmann::json(double(r.total_ns) / double(r.timed)) : nlohmann::json(nullptr);
             by[name] = e;
         }
-        if (s.lost) j["lost_samples"] = s.lost;
+        // The kernel reports a full ring with PERF_RECORD_LOST only once space frees up, which a
+        // stopped reader may never see: the exit counter says how many samples are really missing.
+        uint64_t counted = exit_tp->count.value_or(0);
+        uint64_t missing_samples = counted > s.decoder.exits ? counted - s.decoder.exits : 0;
+        uint64_t lost = std::max<uint64_t>(s.lost, missing_samples);
+        if (lost) j["lost_samples"] = lost;
         if (s.decoder.undecodable) j["undecodable_samples"] = s.decoder.undecodable;
         if (!s.tps[1].fd) j["note"] = s.tps[1].event + " unavailable: exits are counted but not timed";
     } else {
