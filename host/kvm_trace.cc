@@ -68,6 +68,18 @@ std::string open_fix(int err) {
     }
 }
 
+// Opens one tracepoint event for `tid` into tp, or records why it could not be opened.
+template <typename Tracepoint>
+void open_into(Tracepoint& tp, perf_event_attr& a, pid_t tid) {
+    int fd = perf_event_open(&a, tid);
+    if (fd < 0) {
+        int e = errno;
+        tp.unavailable = fmt::format("perf_event_open: {} ({})", std::strerror(e), open_fix(e));
+    } else {
+        tp.fd = UniqueFd(fd);
+    }
+}
+
 }  // namespace
 
 TracefsLocation locate_tracefs(bool may_mount) {
@@ -316,13 +328,7 @@ KvmExitTrace KvmExitTrace::open(pid_t tid, const std::string& exit_event, const 
             a.sample_type = PERF_SAMPLE_TID | PERF_SAMPLE_TIME | PERF_SAMPLE_RAW;
             a.disabled = 1;
             a.watermark = 1;  // wake the reader at half a buffer (wakeup_watermark 0), not per sample
-            int fd = perf_event_open(&a, tid);
-            if (fd < 0) {
-                int e = errno;
-                tp.unavailable = fmt::format("perf_event_open: {} ({})", std::strerror(e), open_fix(e));
-            } else {
-                tp.fd = UniqueFd(fd);
-            }
+            open_into(tp, a, tid);
         }
         if (s->tps.empty())
             s->exit_fmt = std::move(fmt_);
@@ -366,13 +372,7 @@ KvmExitTrace KvmExitTrace::open(pid_t tid, const std::string& exit_event, const 
             a.type = PERF_TYPE_TRACEPOINT;
             a.config = f->id;
             a.disabled = 1;
-            int fd = perf_event_open(&a, tid);
-            if (fd < 0) {
-                int e = errno;
-                tp.unavailable = fmt::format("perf_event_open: {} ({})", std::strerror(e), open_fix(e));
-            } else {
-                tp.fd = UniqueFd(fd);
-            }
+            open_into(tp, a, tid);
         }
         s->tps.push_back(std::move(tp));
     }
