@@ -3,6 +3,11 @@
 //
 //   patterns=wbinvd,clflush footprints=0,4K,1M,2xLLC reps=31 warmup=3 skip=clwb:hangs-here
 //   pmu=auto|off phases=1 from=0 inject=hang@3 (fault injection, for tests)
+//   pace=idle:2000,wbinvd@100:2000,wbinvd@max:2000 pace_footprint=4K tsc_khz=2445000
+//
+// `patterns=none` runs no measured cells (a run of paced steps only). Paced steps follow the
+// measured cells in every phase: the guest issues the pattern at a fixed rate (or back to back)
+// for a fixed time, so a host neighbour can see what a given flush rate costs it.
 //
 // A first token without "=" is the image path GRUB prepends, and is ignored.
 #pragma once
@@ -17,11 +22,23 @@ struct FootprintSpec {
     uint32_t llc_times; // N in "NxLLC": resolved against the LLC the CPU reports
 };
 
+// One paced step: `pattern` issued at `rate_hz` (0: back to back) for `ms`, or nothing at all (idle).
+struct PaceStep {
+    uint8_t pattern = 0;  // index into kPatterns; "nop" for idle
+    uint32_t rate_hz = 0;
+    uint32_t ms = 0;
+    bool idle = false;
+};
+
 // Fault injection for the harness's own tests: what the guest does when it reaches one cell.
 enum class Inject : uint8_t { none, hang, triple_fault, flood, panic };
 
 struct Config {
     static constexpr size_t kMaxFootprints = 16;
+    static constexpr size_t kMaxPaceSteps = 16;
+    // A paced step keeps a uniform random subset of its operations' timings (reservoir sampling):
+    // at "max" it may run millions, and every sample is a record to stream.
+    static constexpr uint32_t kPaceSamples = 4096;
     static constexpr size_t kMaxReasonLen = 48;
 
     uint8_t pattern_order[kPatternCount] = {};  // indices into kPatterns, in the order asked
@@ -37,8 +54,13 @@ struct Config {
     uint32_t inject_cell = 0;
     bool skipped[kPatternCount] = {};
     char skip_reason[kPatternCount][kMaxReasonLen + 1] = {};
+    PaceStep pace[kMaxPaceSteps] = {};
+    size_t pace_count = 0;
+    FootprintSpec pace_footprint = {4 * 1024, 0};   // what each paced operation dirties first
+    uint64_t tsc_khz = 0;                           // from the host (KVM_GET_TSC_KHZ); 0: the guest's own
 
     static constexpr uint32_t kMaxReps = 100000, kMaxWarmup = 10000, kMaxPhases = 8;
+    static constexpr uint32_t kMaxPaceRate = 10000000, kMinPaceMs = 10, kMaxPaceMs = 600000;
 };
 
 struct ConfigError {
@@ -82,6 +104,7 @@ inline ConfigError set_footprints(Config& c, Str list) {
 
 inline ConfigError set_patterns(Config& c, Str list) {
     c.pattern_count = 0;
+    if (list == Str("none")) return {};
     // "all": the flush patterns; "memtypes": the memory-type patterns.
     if (list == Str("all") || list == Str("memtypes")) {
         Group g = list == Str("all") ? Group::flush : Group::memtype;
@@ -116,6 +139,41 @@ inline ConfigError set_skips(Config& c, Str list) {
         c.skipped[idx] = true;
         for (size_t i = 0; i < reason.n; ++i) c.skip_reason[idx][i] = reason[i];
         c.skip_reason[idx][reason.n] = 0;
+    }
+    return {};
+}
+
+// "idle:2000", "wbinvd@100:2000" (100 per second for 2 s), "clflush@max:1000" (back to back).
+inline ConfigError set_pace(Config& c, Str list) {
+    c.pace_count = 0;
+    Splitter it(list, ',');
+    Str item;
+    while (it.next(item)) {
+        if (c.pace_count == Config::kMaxPaceSteps) return {"too many pace steps (at most 16)", item};
+        size_t colon = item.find(':');
+        uint64_t ms = 0;
+        if (colon == item.n || !parse_u64(item.sub(colon + 1), ms) || ms < Config::kMinPaceMs || ms > Config::kMaxPaceMs)
+            return {"pace step takes pattern@rate:ms or idle:ms, with ms 10-600000", item};
+        Str what = item.sub(0, colon);
+        PaceStep step;
+        step.ms = uint32_t(ms);
+        if (what == Str("idle")) {
+            step.idle = true;
+            step.pattern = uint8_t(find_pattern("nop") - kPatterns);
+        } else {
+            size_t at = what.find('@');
+            if (at == what.n) return {"pace step takes pattern@rate:ms (rate per second, or max)", item};
+            const Pattern* p = find_pattern(what.sub(0, at));
+            if (!p) return {"unknown pattern in pace step", item};
+            Str rate = what.sub(at + 1);
+            uint64_t hz = 0;
+            if (rate == Str("max")) hz = 0;
+            else if (!parse_u64(rate, hz) || hz == 0 || hz > Config::kMaxPaceRate)
+                return {"pace rate must be 1-10000000 per second, or max", item};
+            step.pattern = uint8_t(p - kPatterns);
+            step.rate_hz = uint32_t(hz);
+        }
+        c.pace[c.pace_count++] = step;
     }
     return {};
 }
@@ -175,22 +233,29 @@ inline ConfigError parse_config(Str cmdline, Config& c) {
         else if (key == Str("from")) e = set_count(value, 0, 1u << 30, c.from, "from must be a cell id");
         else if (key == Str("skip")) e = set_skips(c, value);
         else if (key == Str("inject")) e = set_inject(c, value);
+        else if (key == Str("pace")) e = set_pace(c, value);
+        else if (key == Str("pace_footprint")) {
+            if (!parse_footprint(value, c.pace_footprint)) e = {"bad pace_footprint: use bytes with an optional K/M/G suffix, or NxLLC", w};
+        } else if (key == Str("tsc_khz")) {
+            if (!parse_u64(value, c.tsc_khz) || c.tsc_khz < 1000 || c.tsc_khz > 100000000) e = {"tsc_khz must be 1000-100000000", w};
+        }
         else if (key == Str("pmu")) {
             if (value == Str("auto")) c.pmu = true;
             else if (value == Str("off")) c.pmu = false;
             else e = {"pmu must be auto or off", w};
         } else {
-            e = {"unknown key (patterns, footprints, reps, warmup, phases, from, skip, pmu, inject)", w};
+            e = {"unknown key (patterns, footprints, reps, warmup, phases, from, skip, pmu, inject, pace, pace_footprint, tsc_khz)", w};
         }
         if (e.message) return e;
     }
     return {};
 }
 
-// Cells per phase: footprint patterns once per footprint, the others once. Cell ids run
-// phase-major, then in pattern order, then footprint order; host and guest both rely on it.
+// Cells per phase: footprint patterns once per footprint, the others once, then one per paced
+// step. Cell ids run phase-major, then in pattern order, then footprint order, then pace order;
+// host and guest both rely on it.
 inline uint32_t cells_per_phase(const Config& c) {
-    uint32_t n = 0;
+    uint32_t n = uint32_t(c.pace_count);
     for (size_t i = 0; i < c.pattern_count; ++i) n += kPatterns[c.pattern_order[i]].uses_footprint ? uint32_t(c.footprint_count) : 1;
     return n;
 }

@@ -119,6 +119,10 @@ void emit_config() {
     w.list("footprints", fps, config.footprint_count);
     w.field("reps", config.reps).field("warmup", config.warmup).field("phases", config.phases);
     w.field("from", config.from).field("cells", cells_per_phase(config) * config.phases);
+    if (config.pace_count) {
+        bool ok;
+        w.field("pace_steps", uint64_t(config.pace_count)).field("pace_footprint", resolve_footprint(config.pace_footprint, llc, ok));
+    }
     Records::emit(w);
 }
 
@@ -242,6 +246,43 @@ void inject_fault() {
     }
 }
 
+// Ends the cell unless its pattern can run here: skipped by the host, an instruction this CPU
+// lacks, a footprint that cannot be resolved or does not fit.
+bool may_run(uint64_t id, const Pattern& p, uint64_t footprint, bool resolved) {
+    size_t index = size_t(&p - kPatterns);
+    if (config.skipped[index]) {
+        ++tally.skipped;
+        emit_end(id, "skipped", 0, config.skip_reason[index]);
+        return false;
+    }
+    char why[40];
+    FixedWriter r(why, sizeof why - 1);
+    if (!x86::has(p.needs)) r.put("cpu-lacks-"), r.put(x86::feature_name(p.needs));
+    else if (!resolved) r.put("llc-size-unknown");
+    else if (footprint > arena.bytes) r.put("footprint-exceeds-guest-ram");
+    if (!r.size()) return true;
+    why[r.size()] = 0;
+    ++tally.unsupported;
+    emit_end(id, "unsupported", 0, why);
+    return false;
+}
+
+// The cell's code took an exception (Recovery jumped back here): #UD means the instruction is
+// missing after all, anything else is a fault.
+void end_with_fault(uint64_t id, const Pattern& p) {
+    const FaultInfo& f = Recovery::last();
+    Writer fw("fault");
+    fw.field("id", id).field("pattern", p.name).field("vector", f.vector).hex("error", f.error_code);
+    fw.hex("rip", f.rip).hex("cr2", f.cr2);
+    Records::emit(fw);
+    if (f.vector == vector::invalid_opcode) {
+        ++tally.unsupported;
+        return emit_end(id, "unsupported", 0, "invalid-opcode-exception");
+    }
+    ++tally.fault;
+    emit_end(id, "fault", 0, "exception-in-cell");
+}
+
 void run_cell(uint32_t phase, const Pattern& p, uint64_t footprint, bool resolved) {
     uint64_t id = tally.cells++;
     if (id < config.from) return;  // ran in an earlier boot
@@ -251,30 +292,7 @@ void run_cell(uint32_t phase, const Pattern& p, uint64_t footprint, bool resolve
     if (p.group == Group::memtype) w.field("memtype", mem_type_name(p.memtype));
     Records::emit(w);
     if (config.inject != Inject::none && id == config.inject_cell) inject_fault();
-
-    size_t index = size_t(&p - kPatterns);
-    if (config.skipped[index]) {
-        ++tally.skipped;
-        return emit_end(id, "skipped", 0, config.skip_reason[index]);
-    }
-    if (!x86::has(p.needs)) {
-        ++tally.unsupported;
-        char why[40];
-        FixedWriter r(why, sizeof why - 1);
-        r.put("cpu-lacks-");
-        r.put(x86::feature_name(p.needs));
-        why[r.size()] = 0;
-        return emit_end(id, "unsupported", 0, why);
-    }
-    if (!resolved) {
-        ++tally.unsupported;
-        return emit_end(id, "unsupported", 0, "llc-size-unknown");
-    }
-    if (footprint > arena.bytes) {
-        ++tally.unsupported;
-        return emit_end(id, "unsupported", 0, "footprint-exceeds-guest-ram");
-    }
-
+    if (!may_run(id, p, footprint, resolved)) return;
     Buffer buf{arena.base, footprint, line};
     MappedAs mapping(buf, p.memtype);
     volatile uint32_t stored = 0;
@@ -283,17 +301,81 @@ void run_cell(uint32_t phase, const Pattern& p, uint64_t footprint, bool resolve
                             : measure<false>(id, p, buf, config.warmup, config.reps);
         Recovery::set_armed(false);
     } else {
-        const FaultInfo& f = Recovery::last();
-        Writer fw("fault");
-        fw.field("id", id).field("pattern", p.name).field("vector", f.vector).hex("error", f.error_code);
-        fw.hex("rip", f.rip).hex("cr2", f.cr2);
-        Records::emit(fw);
-        if (f.vector == vector::invalid_opcode) {
-            ++tally.unsupported;
-            return emit_end(id, "unsupported", 0, "invalid-opcode-exception");
+        return end_with_fault(id, p);
+    }
+    emit_samples(id, stored);
+    ++tally.ok;
+    emit_end(id, "ok", stored, nullptr, &mapping);
+}
+
+// xorshift64: the reservoir's coin; any fixed sequence will do, it only has to be uniform.
+uint64_t next_random(uint64_t& state) {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return state;
+}
+
+// A paced step: the pattern issued every `period` TSC cycles (back to back at "max"), or nothing
+// (idle), until `ms` have passed. The guest keeps running either way, so the only difference a
+// host neighbour can see between steps is the flushing. Each operation is prepare (untimed, as
+// in a cell) then the timed body; a reservoir keeps a uniform sample of their timings.
+template <bool kRdtscp>
+uint32_t pace(uint64_t id, const PaceStep& step, const Pattern& p, const Buffer& buf, uint64_t khz) {
+    const uint64_t duration = uint64_t(step.ms) * khz, period = step.rate_hz ? khz * 1000 / step.rate_hz : 0;
+    uint64_t ops = 0, late = 0, seen = 0, rng = 0x9e3779b97f4a7c15ull ^ id;
+    uint32_t stored = 0;
+    uint64_t start = x86::tsc_begin(), next = start, last_tick = start, now = start;
+    while ((now = x86::tsc_begin()) - start < duration) {
+        if (step.idle || now < next) {
+            asm volatile("pause");
+            continue;
         }
-        ++tally.fault;
-        return emit_end(id, "fault", 0, "exception-in-cell");
+        if (period) {
+            if (now - next > period) ++late, next = now;  // fell behind: no catch-up burst
+            next += period;
+        }
+        p.prepare(buf);
+        uint64_t t0 = x86::tsc_begin();
+        p.body(buf);
+        uint64_t t1 = x86::tsc_end<kRdtscp>();
+        if (stored < Config::kPaceSamples) tsc_samples[stored++] = t1 - t0;
+        else if (uint64_t j = next_random(rng) % (seen + 1); j < Config::kPaceSamples) tsc_samples[j] = t1 - t0;
+        ++seen, ++ops;
+        maybe_tick(id, uint32_t(ops), last_tick);
+    }
+    Records::emit(Writer("paced").field("id", id).field("ops", ops).field("late", late).field("tsc", now - start));
+    return stored;
+}
+
+void run_paced(uint32_t phase, const PaceStep& step) {
+    uint64_t id = tally.cells++;
+    if (id < config.from) return;
+    const Pattern& p = kPatterns[step.pattern];
+    bool resolved = true;
+    uint64_t footprint = p.uses_footprint ? resolve_footprint(config.pace_footprint, llc, resolved) : 0;
+    Writer w("cell");
+    w.field("id", id).field("phase", phase).field("pattern", p.name).field("footprint", footprint);
+    w.field("reps", Config::kPaceSamples).field("warmup", 0u).field("unit", unit_name(p.unit));
+    if (step.idle) w.field("pace", "idle");
+    else if (!step.rate_hz) w.field("pace", "max");
+    else w.field("pace", step.rate_hz);
+    w.field("ms", step.ms);
+    Records::emit(w);
+    if (config.inject != Inject::none && id == config.inject_cell) inject_fault();
+    if (!may_run(id, p, footprint, resolved)) return;
+    if (!tsc_freq.khz) {  // a rate needs a clock
+        ++tally.unsupported;
+        return emit_end(id, "unsupported", 0, "tsc-frequency-unknown");
+    }
+    Buffer buf{arena.base, footprint, line};
+    MappedAs mapping(buf, p.memtype);
+    volatile uint32_t stored = 0;
+    if (FB_TRY()) {
+        stored = has_rdtscp ? pace<true>(id, step, p, buf, tsc_freq.khz) : pace<false>(id, step, p, buf, tsc_freq.khz);
+        Recovery::set_armed(false);
+    } else {
+        return end_with_fault(id, p);
     }
     emit_samples(id, stored);
     ++tally.ok;
@@ -319,6 +401,7 @@ void run_phase(uint32_t phase) {
             run_cell(phase, p, bytes, resolved);
         }
     }
+    for (size_t i = 0; i < config.pace_count; ++i) run_paced(phase, config.pace[i]);
 }
 
 }  // namespace
@@ -363,7 +446,7 @@ extern "C" [[noreturn]] void kmain(uint32_t entry_kind, uint64_t info) {
     arena = {reinterpret_cast<volatile uint8_t*>(base), boot.ram_end - base, 0};
     line = x86::clflush_line_bytes();
     llc = x86::llc_bytes();
-    tsc_freq = x86::tsc_frequency();
+    tsc_freq = config.tsc_khz ? x86::TscFreq{config.tsc_khz, "host"} : x86::tsc_frequency();
     Pmu::init(config.pmu);
     has_rdtscp = x86::has(x86::Feature::rdtscp);
     tsc_overhead = calibrate_overhead();

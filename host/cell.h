@@ -41,6 +41,17 @@ struct GuestFault {
     uint64_t cr2 = 0;
 };
 
+// A paced step (common/config.h): the guest issued the pattern at a rate for a time, while the host
+// watched the clock. host_*_ns are CLOCK_MONOTONIC when the step's "cell" and "paced" records
+// arrived: the window a host neighbour's slices are matched against.
+struct Pace {
+    std::string rate;  // "idle", "max" or operations per second
+    uint32_t ms = 0;   // asked duration
+    bool finished = false;  // the "paced" record arrived
+    uint64_t ops = 0, late = 0, elapsed_tsc = 0;  // as the guest counted them
+    int64_t host_start_ns = 0, host_end_ns = 0;
+};
+
 struct Cell {
     // Identity.
     std::string pattern;
@@ -64,6 +75,14 @@ struct Cell {
     std::optional<GuestFault> fault;
     std::string last_output;     // tail of guest output, kept for hung/crashed cells
     nlohmann::json extra = nlohmann::json::object();  // backend facts: KVM stats deltas, exit counts
+    std::optional<Pace> pace;    // set for paced steps
+
+    // What results and comparisons call the cell: the pattern, or "wbinvd@100", "clflush@max",
+    // "idle" for paced steps (which must never pool with the measured cells of the same pattern).
+    std::string label() const {
+        if (!pace) return pattern;
+        return pace->rate == "idle" ? std::string("idle") : pattern + "@" + pace->rate;
+    }
 };
 
 }  // namespace fb

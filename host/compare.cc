@@ -135,7 +135,7 @@ json compare_results(const std::vector<json>& files, const std::vector<std::stri
                 it = columns.end() - 1;
             }
             it->emulated = it->emulated || c.emulated;
-            Series& s = rows[{c.pattern, c.footprint_bytes}][size_t(it - columns.begin())];
+            Series& s = rows[{c.label(), c.footprint_bytes}][size_t(it - columns.begin())];
             auto net = net_cycles(c);
             s.net.insert(s.net.end(), net.begin(), net.end());
             s.names.push_back(benchmark_name(c));
@@ -275,7 +275,7 @@ json derived_ratios(const std::vector<Cell>& cells, double alpha) {
     for (const auto& c : cells) {
         if (c.tsc.empty()) continue;
         auto net = net_cycles(c);
-        auto& v = pooled[{c.pattern, c.footprint_bytes, c.backend, c.mode}];
+        auto& v = pooled[{c.label(), c.footprint_bytes, c.backend, c.mode}];
         v.insert(v.end(), net.begin(), net.end());
     }
     auto is_native = [](const std::string& backend) { return backend.rfind("native", 0) == 0; };

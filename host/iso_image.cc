@@ -178,8 +178,7 @@ void build_iso(const std::string& guest_elf, const std::string& cmdline, const s
 }
 
 std::string image_cmdline(const RunOptions& o) {
-    std::string cmdline = fmt::format("patterns={} footprints={} reps={} warmup={}", o.patterns, o.footprints, o.reps, o.warmup);
-    if (!o.skip.empty()) cmdline += " skip=" + o.skip;
+    std::string cmdline = guest_config(o, o.skip);
     grub_cfg(cmdline);  // validates
     return cmdline;
 }

@@ -23,6 +23,7 @@
 #include "host/iso_image.h"
 #include "host/native.h"
 #include "host/probe.h"
+#include "host/regime.h"
 #include "host/runner.h"
 
 namespace {
@@ -107,6 +108,11 @@ int run_matrix_file(const std::string& name, const fb::RunOptions& cli, const CL
         if (given("--mem-mib")) o.mem_mib = cli.mem_mib;
         if (given("--cell-timeout")) o.cell_timeout = cli.cell_timeout;
         if (given("--image")) o.image = cli.image;
+        if (given("--pace")) o.pace = cli.pace;
+        if (given("--pace-footprint")) o.pace_footprint = cli.pace_footprint;
+        if (given("--neighbour")) o.neighbour = cli.neighbour;
+        if (given("--slice-ms")) o.slice_ms = cli.slice_ms;
+        if (given("--neighbour-bytes")) o.neighbour_bytes = cli.neighbour_bytes;
         if (given("--events")) o.events = cli.events;
         else if (!r.counters.empty()) {  // tracepoints (kvm:*) are always traced; the rest are perf events
             o.events.clear();
@@ -134,7 +140,7 @@ int main(int argc, char** argv) {
 
     auto* probe = app.add_subcommand("probe", "what this host offers: KVM flavour, KVM-VFIO, VFIO coherency, counters, QEMU");
     bool probe_json = false;
-    probe->add_flag("--json", probe_json, "print JSON: {\"capabilities\": [{name, available, detail, fix}]}");
+    probe->add_flag("--json", probe_json, "print JSON: {\"capabilities\": [{name, available, detail, fix}], \"regime\": {wbinvd, memtype}}");
 
     auto* pats = app.add_subcommand("patterns", "list the flush patterns (the table shared by guest, native runs and plots)");
     bool pats_json = false;
@@ -168,6 +174,13 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(1, 3600))->capture_default_str();
     run->add_option("--image", ro.image, "guest kernel ELF (default: the one built with this flushbench)");
     run->add_option("--out", ro.out, "results file (default results/<UTC-time>-<host>.json)");
+    run->add_option("--pace", ro.pace, "paced guest steps after the cells: idle:MS, PATTERN@RATE:MS (RATE per second, or max)");
+    run->add_option("--pace-footprint", ro.pace_footprint, "bytes each paced operation dirties first")->capture_default_str();
+    run->add_option("--neighbour", ro.neighbour,
+                    "host neighbour on CPU N (or auto): cache probe in time slices, compared across the paced steps; "
+                    "implies --patterns none and the default --pace unless given");
+    run->add_option("--slice-ms", ro.slice_ms, "neighbour time slice")->check(CLI::Range(2u, 1000u))->capture_default_str();
+    run->add_option("--neighbour-bytes", ro.neighbour_bytes, "neighbour buffer (default: half the LLC)");
     run->add_flag("--quick", quick, "small matrix: footprints 0,4K,64K, 11 reps, 2 warm-up, 5 s cell timeout");
     run->add_flag("--quiet", ro.quiet, "no per-cell progress lines");
     std::string resume, matrix;
@@ -216,8 +229,14 @@ int main(int argc, char** argv) {
 
     if (*probe) {
         auto caps = fb::probe_host();
-        if (probe_json) std::cout << fb::probe_to_json(caps).dump(2) << "\n";
-        else std::cout << fb::format_probe_table(caps);
+        auto regime = fb::host_regime();
+        if (probe_json) {
+            auto j = fb::probe_to_json(caps);
+            j["regime"] = regime;
+            std::cout << j.dump(2) << "\n";
+        } else {
+            std::cout << fb::format_probe_table(caps) << fb::format_regime(regime);
+        }
         return 0;
     }
     if (*pats) {
@@ -247,6 +266,10 @@ int main(int argc, char** argv) {
     }
     ro.cell_timeout = std::chrono::seconds(timeout_s);
     ro.command_line = joined_argv(argc, argv);
+    if (!ro.neighbour.empty()) {  // a neighbour run measures the paced steps, not the cells
+        if (run->count("--patterns") == 0) ro.patterns = "none";
+        if (run->count("--pace") == 0) ro.pace = fb::kDefaultPace;
+    }
     if (!matrix.empty()) return run_matrix_file(matrix, ro, *run);
     return fb::run_benchmark(ro);
 }

@@ -23,7 +23,8 @@ const std::vector<std::string> kTopKeys = {"name", "description", "backends", "m
                                            "reps", "warmup", "cell_timeout", "counters", "skip", "placement",
                                            "set", "machine", "mem_mib", "vfio", "vfio_baseline", "vfio_pci"};
 const std::vector<std::string> kPlacementKeys = {"name", "cpu", "migrate_ms"};
-const std::vector<std::string> kSetKeys = {"name", "patterns", "footprints", "reps", "warmup"};
+const std::vector<std::string> kSetKeys = {"name",  "patterns",  "footprints",     "reps",     "warmup",         "pace",
+                                           "pace_footprint", "neighbour", "slice_ms", "neighbour_bytes"};
 const std::vector<std::string> kBackends = {"auto", "kvm", "qemu-kvm", "qemu-tcg", "native"};
 const std::vector<std::string> kModes = {"coherent", "noncoherent", "both"};
 const std::vector<std::string> kMachines = {"microvm", "pc", "q35"};
@@ -133,10 +134,26 @@ public:
 
     std::vector<std::string> patterns(const toml::node& n) const {
         std::vector<std::string> valid = pattern_names();
-        valid.push_back("all");
+        valid.insert(valid.end(), {"all", "memtypes", "none"});
         auto out = words(n, "patterns", "pattern", valid);
-        if (out.size() > 1 && std::find(out.begin(), out.end(), "all") != out.end())
-            fail(n.source(), "'patterns' lists 'all' with other patterns: use [\"all\"] alone or name each pattern");
+        for (const char* group : {"all", "memtypes", "none"})
+            if (out.size() > 1 && std::find(out.begin(), out.end(), group) != out.end())
+                fail(n.source(), fmt::format("'patterns' lists '{}' with other patterns: use [\"{}\"] alone or name each pattern", group, group));
+        return out;
+    }
+
+    // Paced steps, each checked by the guest's own parser: "idle:2000", "wbinvd@100:2000".
+    std::vector<std::string> pace(const toml::node& n) const {
+        std::vector<std::string> out = strings(n, "pace", false);
+        const auto& a = *n.as_array();
+        if (out.size() > Config::kMaxPaceSteps)
+            fail(n.source(), fmt::format("'pace' has {} steps: a run takes at most {}", out.size(), Config::kMaxPaceSteps));
+        for (size_t i = 0; i < out.size(); ++i) {
+            Config c;
+            std::string one = "pace=" + out[i];
+            ConfigError e = parse_config(Str(one.c_str()), c);
+            if (e.message) fail(a[i].source(), fmt::format("pace step '{}': {}", out[i], e.message));
+        }
         return out;
     }
 
@@ -232,6 +249,24 @@ public:
         if (auto* v = t.get("footprints")) s.footprints = footprints(*v);
         if (auto* v = t.get("reps")) s.reps = uint32_t(integer(*v, "reps", 1, Config::kMaxReps, "(measured repetitions per cell)"));
         if (auto* v = t.get("warmup")) s.warmup = uint32_t(integer(*v, "warmup", 0, Config::kMaxWarmup, "(discarded repetitions per cell)"));
+        if (auto* v = t.get("pace")) s.pace = pace(*v);
+        if (auto* v = t.get("pace_footprint")) {
+            s.pace_footprint = string(*v, "pace_footprint");
+            FootprintSpec f;
+            if (!config_detail::parse_footprint(Str(s.pace_footprint.c_str()), f))
+                fail(v->source(), fmt::format("pace_footprint '{}': use bytes with an optional K/M/G suffix, or NxLLC", s.pace_footprint));
+        }
+        if (auto* v = t.get("neighbour")) {
+            if (v->is_integer()) s.neighbour = std::to_string(integer(*v, "neighbour", 0, kMaxCpu));
+            else if ((s.neighbour = string(*v, "neighbour")) != "auto") fail(v->source(), "'neighbour' is a CPU number or \"auto\"");
+        }
+        if (auto* v = t.get("slice_ms")) s.slice_ms = uint32_t(integer(*v, "slice_ms", 2, 1000, "(the neighbour's time slice)"));
+        if (auto* v = t.get("neighbour_bytes")) s.neighbour_bytes = uint64_t(integer(*v, "neighbour_bytes", 4096, int64_t(1) << 34));
+        if (!s.neighbour.empty() && s.pace.empty()) {
+            std::stringstream ss(kDefaultPace);
+            for (std::string step; std::getline(ss, step, ',');) s.pace.push_back(step);
+        }
+        if (!s.neighbour.empty() && !t.get("patterns")) s.patterns = {"none"};
     }
 
     Matrix matrix(const toml::table& t) const {
@@ -378,6 +413,7 @@ std::vector<MatrixRun> Matrix::expand() const {
         for (const auto& mode : run_modes)
             for (const auto& place : placements)
                 for (const auto& set : sets) {
+                    if (backend == "native" && !set.pace.empty()) continue;  // paced steps need a guest
                     MatrixRun r;
                     r.label = fmt::format("{} {} {} {}", set.name, backend, mode, place.name);
                     RunOptions& o = r.options;
@@ -387,6 +423,11 @@ std::vector<MatrixRun> Matrix::expand() const {
                     o.footprints = joined(set.footprints, ",");
                     o.reps = set.reps;
                     o.warmup = set.warmup;
+                    o.pace = joined(set.pace, ",");
+                    if (!set.pace_footprint.empty()) o.pace_footprint = set.pace_footprint;
+                    o.neighbour = set.neighbour;
+                    o.slice_ms = set.slice_ms;
+                    o.neighbour_bytes = set.neighbour_bytes;
                     o.skip = skip;
                     o.vcpu_cpu = place.cpu;
                     o.migrate_ms = place.migrate_ms;
@@ -409,6 +450,9 @@ std::vector<std::string> MatrixRun::cli_args() const {
                                   "--footprints", o.footprints, "--reps", std::to_string(o.reps),
                                   "--warmup", std::to_string(o.warmup), "--cell-timeout", std::to_string(o.cell_timeout.count())};
     if (!o.skip.empty()) a.insert(a.end(), {"--skip", o.skip});
+    if (!o.pace.empty()) a.insert(a.end(), {"--pace", o.pace, "--pace-footprint", o.pace_footprint});
+    if (!o.neighbour.empty()) a.insert(a.end(), {"--neighbour", o.neighbour, "--slice-ms", std::to_string(o.slice_ms)});
+    if (o.neighbour_bytes) a.insert(a.end(), {"--neighbour-bytes", std::to_string(o.neighbour_bytes)});
     if (o.vcpu_cpu >= 0) a.insert(a.end(), {"--vcpu-cpu", std::to_string(o.vcpu_cpu)});
     if (o.migrate_ms) a.insert(a.end(), {"--migrate-ms", std::to_string(o.migrate_ms)});
     if (o.backend != "kvm" && o.machine != RunOptions{}.machine) a.insert(a.end(), {"--machine", o.machine});

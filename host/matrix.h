@@ -23,6 +23,11 @@
 //   name = "per-line"
 //   patterns = ["clflush", "clflushopt"]    # a set may override patterns, footprints, reps, warmup
 //   footprints = ["4K", "1M"]
+//   [[set]]                                 # the host neighbour during paced guest steps
+//   name = "neighbour"
+//   neighbour = "auto"                      # or a CPU; the vCPU is pinned elsewhere
+//   pace = ["idle:2000", "wbinvd@100:2000", "wbinvd@max:2000", "idle:2000"]   # default: kDefaultPace
+//   pace_footprint = "64K"                  # also slice_ms, neighbour_bytes
 #pragma once
 
 #include <chrono>
@@ -64,6 +69,13 @@ struct PatternSet {
     std::vector<std::string> patterns;    // names from the pattern table, or {"all"}
     std::vector<std::string> footprints;  // as `--footprints` takes them: "0", "4K", "2xLLC"
     uint32_t reps = 31, warmup = 3;
+    // Paced steps and the host neighbour (`--pace`, `--neighbour`): a set with a neighbour runs
+    // no cells unless it names patterns, and the default steps unless it names its own.
+    std::vector<std::string> pace;
+    std::string pace_footprint;
+    std::string neighbour;  // "", "auto" or a CPU number
+    uint32_t slice_ms = 10;
+    uint64_t neighbour_bytes = 0;
 };
 
 // One `flushbench run` of the matrix.

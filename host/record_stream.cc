@@ -1,5 +1,7 @@
 #include "host/record_stream.h"
 
+#include <time.h>
+
 #include <fmt/format.h>
 
 #include "common/config.h"
@@ -22,6 +24,18 @@ bool parse_list(Str s, std::vector<uint64_t>& out, size_t max) {
         out.push_back(v);
     }
     return true;
+}
+
+int64_t monotonic_ns() {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+// "idle", "max", or a rate the guest's parser would accept.
+bool valid_pace(Str s) {
+    uint64_t hz;
+    return s == Str("idle") || s == Str("max") || (parse_u64(s, hz) && hz >= 1 && hz <= Config::kMaxPaceRate);
 }
 
 std::optional<CellStatus> status_from(Str s) {
@@ -124,6 +138,14 @@ void RecordStream::handle_record(const wire::Record& r) {
         c.unit = r.get("unit", unit) ? std::string(view(unit)) : unit_name(find_pattern(pattern)->unit);
         if (auto khz = hello_u64("tsc_khz")) c.tsc_khz = *khz;
         if (auto line = hello_u64("line"); line && *line && *line <= 4096) c.line_bytes = uint32_t(*line);
+        Str pace;
+        if (r.get("pace", pace)) {
+            uint64_t ms = 0;
+            if (!valid_pace(pace) || !r.get_u64("ms", ms) || ms < Config::kMinPaceMs || ms > Config::kMaxPaceMs)
+                return protocol_error("cell record with a malformed pace");
+            c.pace = Pace{std::string(view(pace)), uint32_t(ms)};
+            c.pace->host_start_ns = monotonic_ns();
+        }
         c.tsc.reserve(reps);
         open_ = std::move(c);
         open_id_ = id;
@@ -149,6 +171,16 @@ void RecordStream::handle_record(const wire::Record& r) {
             series.insert(series.end(), values.begin(), values.end());
         }
         open_->tsc.insert(open_->tsc.end(), tsc.begin(), tsc.end());
+    } else if (type == "paced") {
+        uint64_t id, ops, late, tsc;
+        if (!u64("id", id) || !u64("ops", ops) || !u64("late", late) || !u64("tsc", tsc)) return;
+        if (!open_ || id != open_id_ || !open_->pace) return protocol_error("paced record for a paced step that is not open");
+        if (open_->pace->finished) return close_open(CellStatus::corrupt, "paced record sent twice");
+        open_->pace->host_end_ns = monotonic_ns();
+        open_->pace->finished = true;
+        open_->pace->ops = ops;
+        open_->pace->late = late;
+        open_->pace->elapsed_tsc = tsc;
     } else if (type == "fault") {
         uint64_t id;
         if (!u64("id", id) || !open_ || id != open_id_) return protocol_error("fault for a cell that is not open");
@@ -168,7 +200,10 @@ void RecordStream::handle_record(const wire::Record& r) {
         auto status = r.get("status", status_text) ? status_from(status_text) : std::nullopt;
         if (!status) return close_open(CellStatus::corrupt, "end record with an unknown status");
         if (n != open_->tsc.size()) return close_open(CellStatus::corrupt, fmt::format("guest reported {} samples, {} arrived", n, open_->tsc.size()));
-        if (*status == CellStatus::ok && n == 0) return close_open(CellStatus::corrupt, "ok cell without samples");
+        bool idle = open_->pace && open_->pace->rate == "idle";  // idles run no operation to time
+        if (*status == CellStatus::ok && n == 0 && !idle) return close_open(CellStatus::corrupt, "ok cell without samples");
+        if (*status == CellStatus::ok && open_->pace && !open_->pace->finished)
+            return close_open(CellStatus::corrupt, "paced step ended without its paced record");
         open_->tsc_overhead = overhead;
         Str pmu_reason;
         if (r.get("pmu_reason", pmu_reason)) open_->guest_pmu_unavailable = std::string(view(pmu_reason));

@@ -48,7 +48,7 @@ double median_of(std::vector<double> v) {
 }  // namespace
 
 std::string benchmark_name(const Cell& c) {
-    return fmt::format("{}/{}/{}/{}", c.pattern, c.footprint_bytes, c.backend, c.mode);
+    return fmt::format("{}/{}/{}/{}", c.label(), c.footprint_bytes, c.backend, c.mode);
 }
 
 json cell_to_json(const Cell& c) {
@@ -60,6 +60,13 @@ json cell_to_json(const Cell& c) {
               {"last_output", c.last_output}, {"extra", c.extra}};
     if (c.fault)
         j["fault"] = {{"vector", c.fault->vector}, {"error_code", c.fault->error_code}, {"rip", c.fault->rip}, {"cr2", c.fault->cr2}};
+    if (c.pace) {
+        const Pace& p = *c.pace;
+        j["pace"] = {{"label", c.label()}, {"rate", p.rate}, {"ms", p.ms}, {"finished", p.finished}, {"ops", p.ops}, {"late", p.late},
+                     {"elapsed_tsc", p.elapsed_tsc}, {"host_start_ns", p.host_start_ns}, {"host_end_ns", p.host_end_ns}};
+        if (p.finished && p.elapsed_tsc && c.tsc_khz)
+            j["pace"]["achieved_hz"] = double(p.ops) * double(c.tsc_khz) * 1000.0 / double(p.elapsed_tsc);
+    }
     return j;
 }
 
@@ -92,6 +99,12 @@ Cell cell_from_json(const json& j) {
         const auto& f = j["fault"];
         c.fault = GuestFault{f.value("vector", 0u), f.value("error_code", uint64_t{0}), f.value("rip", uint64_t{0}), f.value("cr2", uint64_t{0})};
     }
+    if (j.contains("pace")) {
+        const auto& p = j["pace"];
+        c.pace = Pace{p.at("rate").get<std::string>(), p.value("ms", 0u), p.value("finished", false), p.value("ops", uint64_t{0}),
+                      p.value("late", uint64_t{0}), p.value("elapsed_tsc", uint64_t{0}), p.value("host_start_ns", int64_t{0}),
+                      p.value("host_end_ns", int64_t{0})};
+    }
     return c;
 }
 
@@ -100,7 +113,7 @@ std::vector<json> benchmark_entries(const Cell& c, int family_index, int instanc
     const Pattern* p = find_pattern(c.pattern.c_str());
     uint64_t lines = c.line_bytes ? c.footprint_bytes / c.line_bytes : 0;
     json common = {{"family_index", family_index}, {"per_family_instance_index", instance_index}, {"run_name", name},
-                   {"threads", 1}, {"pattern", c.pattern}, {"footprint_bytes", c.footprint_bytes}, {"backend", c.backend},
+                   {"threads", 1}, {"pattern", c.label()}, {"footprint_bytes", c.footprint_bytes}, {"backend", c.backend},
                    {"mode", c.mode}, {"phase", c.phase}, {"status", to_string(c.status)}, {"emulated", c.emulated},
                    {"unit", c.unit.empty() && p ? unit_name(p->unit) : c.unit}, {"lines", lines},
                    {"overhead_cycles", c.tsc_overhead}, {"time_source", c.tsc_khz ? "tsc" : "unavailable"}};
@@ -201,9 +214,9 @@ json ResultsWriter::document(const json& context, const std::vector<Cell>& cells
     json doc = {{"context", context}, {"benchmarks", json::array()}};
     std::map<std::string, int> family, instances;
     for (const auto& c : cells) {
-        auto [it, fresh] = family.emplace(c.pattern, int(family.size()));
+        auto [it, fresh] = family.emplace(c.label(), int(family.size()));
         (void)fresh;
-        for (auto& e : benchmark_entries(c, it->second, instances[c.pattern]++)) doc["benchmarks"].push_back(std::move(e));
+        for (auto& e : benchmark_entries(c, it->second, instances[c.label()]++)) doc["benchmarks"].push_back(std::move(e));
     }
     json all = json::array();
     for (const auto& c : cells) {
@@ -275,12 +288,15 @@ ResultsWriter ResultsWriter::resume(const std::string& journal) {
             w.out_ = j["out"].get<std::string>();
         } else if (j.contains("cell")) {
             w.cells_.push_back(cell_from_json(j["cell"]));
+        } else if (j.contains("series")) {
+            w.series_.push_back(j["series"]);
         }
     }
     if (w.out_.empty()) throw std::runtime_error(fmt::format("{} is empty: nothing to resume", journal));
     // Rewrite the journal without a torn tail, so appends continue from a clean line.
     std::string text = json({{"context", w.context_}, {"out", w.out_}}).dump() + "\n";
     for (const auto& c : w.cells_) text += json({{"cell", cell_to_json(c)}}).dump() + "\n";
+    for (const auto& chunk : w.series_) text += json({{"series", chunk}}).dump() + "\n";
     write_file_atomically(w.journal(), text);
     return w;
 }
@@ -304,10 +320,17 @@ void ResultsWriter::add(const Cell& c) {
     cells_.push_back(c);
 }
 
-std::string ResultsWriter::finish(const json& run_summary) {
+void ResultsWriter::add_series(const json& chunk) {
+    append_line({{"series", chunk}});
+    series_.push_back(chunk);
+}
+
+std::string ResultsWriter::finish(const json& run_summary, const json& extra) {
     json ctx = context_;
     ctx["flushbench"]["run"] = run_summary;
-    write_file_atomically(out_, document(ctx, cells_).dump(1) + "\n");
+    json doc = document(ctx, cells_);
+    doc.update(extra);
+    write_file_atomically(out_, doc.dump(1) + "\n");
     ::unlink(journal().c_str());
     return out_;
 }

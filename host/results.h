@@ -42,10 +42,15 @@ public:
     static ResultsWriter resume(const std::string& journal);
 
     void add(const Cell& c);  // appended and fsync'd before it returns
+    // Measurements beside the cells (the host neighbour's slices), journaled the same way; the
+    // caller turns them into document keys at the end.
+    void add_series(const nlohmann::json& chunk);
     // Writes the final file (tmp + fsync + rename) and removes the journal; returns its path.
-    std::string finish(const nlohmann::json& run_summary);
+    // `extra` holds top-level keys to add (e.g. flushbench_neighbour).
+    std::string finish(const nlohmann::json& run_summary, const nlohmann::json& extra = nlohmann::json::object());
 
     const std::vector<Cell>& cells() const { return cells_; }
+    const std::vector<nlohmann::json>& series() const { return series_; }
     const nlohmann::json& context() const { return context_; }
     const std::string& out() const { return out_; }
     std::string journal() const { return out_ + ".partial"; }
@@ -59,6 +64,7 @@ private:
     std::string out_;
     nlohmann::json context_;
     std::vector<Cell> cells_;
+    std::vector<nlohmann::json> series_;
 };
 
 // Writes `text` to `path` atomically (temporary file, fsync, rename, fsync of the directory).

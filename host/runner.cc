@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <numeric>
@@ -28,12 +29,15 @@
 #include "host/elf_image.h"
 #include "host/kvm_trace.h"
 #include "host/native.h"
+#include "host/neighbour.h"
+#include "host/neighbour_results.h"
 #include "host/kvm_vfio_device.h"
 #include "host/pcm_sidecar.h"
 #include "host/perf_counters.h"
 #include "host/probe.h"
 #include "host/qemu_guest.h"
 #include "host/record_stream.h"
+#include "host/regime.h"
 #include "host/results.h"
 #include "host/statistics.h"
 #include "host/vfio_sysfs.h"
@@ -124,7 +128,62 @@ struct Plan {
     std::string tsc_khz_source;
     std::string image;
     std::optional<VfioFileInfo> vfio, vfio_baseline;
+    int vcpu_cpu = -1;       // where the vCPU (kvm) or QEMU (qemu-*) is pinned; -1: unpinned
+    int neighbour_cpu = -1;  // where the host neighbour runs; -1: no neighbour
 };
+
+// Every CPU this process may run on, ascending.
+std::vector<int> allowed_cpus() {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    std::vector<int> cpus;
+    if (sched_getaffinity(0, sizeof set, &set) == 0)
+        for (int c = 0; c < CPU_SETSIZE; ++c)
+            if (CPU_ISSET(c, &set)) cpus.push_back(c);
+    return cpus;
+}
+
+// The neighbour and the vCPU on two different CPUs: the vCPU's WBINVD exits happen on one, the
+// neighbour measures on the other, as two tenants of one host would.
+void place_neighbour(const RunOptions& o, Plan& plan) {
+    if (o.migrate_ms) throw UsageError("--neighbour needs the vCPU to stay on one CPU: drop --migrate-ms");
+    auto cpus = allowed_cpus();
+    auto allowed = [&](int c) { return std::find(cpus.begin(), cpus.end(), c) != cpus.end(); };
+    int vcpu = o.vcpu_cpu, nb = -1;
+    if (vcpu >= 0 && !allowed(vcpu)) throw UsageError(fmt::format("--vcpu-cpu {} is not a CPU this process may use: choose one of {}", vcpu, fmt::join(cpus, ",")));
+    if (o.neighbour == "auto") {
+        if (vcpu < 0 && !cpus.empty()) vcpu = cpus.front();
+        std::string why;
+        nb = pick_neighbour_cpu(vcpu, why);
+        if (nb < 0) throw EnvironmentError(fmt::format("no CPU for the neighbour besides the vCPU's ({}): {}", vcpu, why));
+    } else {
+        uint64_t n = 0;
+        if (!parse_u64(Str(o.neighbour.c_str()), n) || !allowed(int(n)))
+            throw UsageError(fmt::format("--neighbour {}: use auto or one of the CPUs this process may use ({})", o.neighbour, fmt::join(cpus, ",")));
+        nb = int(n);
+        if (vcpu < 0)
+            for (int c : cpus)
+                if (c != nb) {
+                    vcpu = c;
+                    break;
+                }
+        if (vcpu < 0 || vcpu == nb)
+            throw UsageError(fmt::format("the neighbour and the vCPU both on CPU {}: choose another --neighbour or --vcpu-cpu", nb));
+    }
+    plan.vcpu_cpu = vcpu;
+    plan.neighbour_cpu = nb;
+}
+
+}  // namespace
+
+std::string guest_config(const RunOptions& o, const std::string& skip) {
+    std::string s = fmt::format("patterns={} footprints={} reps={} warmup={}", o.patterns, o.footprints, o.reps, o.warmup);
+    if (!skip.empty()) s += " skip=" + skip;
+    if (!o.pace.empty()) s += fmt::format(" pace={} pace_footprint={}", o.pace, o.pace_footprint);
+    return s;
+}
+
+namespace {
 
 std::vector<Phase> phases_for(const std::string& mode, const std::string& variant) {
     std::vector<Phase> p;
@@ -151,8 +210,9 @@ Plan make_plan(const RunOptions& o) {
     bool have_kvm = kvm_usable(kvm_why);
     plan.backend = o.backend;
     if (plan.backend == "native") {  // host user space: flushbench-native over the same table
-        plan.cmdline = fmt::format("patterns={} footprints={} reps={} warmup={}", o.patterns, o.footprints, o.reps, o.warmup);
-        if (!o.skip.empty()) plan.cmdline += " skip=" + o.skip;
+        if (!o.pace.empty() || !o.neighbour.empty())
+            throw UsageError("--pace and --neighbour need a guest: use --backend kvm, qemu-kvm or qemu-tcg");
+        plan.cmdline = guest_config(o, o.skip);
         ConfigError err = parse_config(Str(plan.cmdline.c_str()), plan.config);
         if (err.message) throw UsageError(fmt::format("{}: '{}'", err.message, std::string(err.token.p, err.token.n)));
         if (::access(default_native_binary().c_str(), X_OK) != 0)
@@ -175,16 +235,30 @@ Plan make_plan(const RunOptions& o) {
     if (o.migrate_ms && plan.backend != "kvm") throw UsageError("--migrate-ms needs --backend kvm (QEMU's vCPU threads are its own)");
 
     // The guest's configuration, checked with the guest's own parser.
-    plan.cmdline = fmt::format("patterns={} footprints={} reps={} warmup={}", o.patterns, o.footprints, o.reps, o.warmup);
-    if (!o.skip.empty()) plan.cmdline += " skip=" + o.skip;
+    plan.cmdline = guest_config(o, o.skip);
     ConfigError err = parse_config(Str(plan.cmdline.c_str()), plan.config);
     if (err.message) throw UsageError(fmt::format("{}: '{}'", err.message, std::string(err.token.p, err.token.n)));
+    if (cells_per_phase(plan.config) == 0) throw UsageError("nothing to run: --patterns none needs --pace steps");
+    if (!o.neighbour.empty()) {
+        if (o.pace.empty()) throw UsageError("--neighbour needs guest phases to compare: give --pace (e.g. idle:2000,wbinvd@max:2000)");
+        bool has_idle = std::any_of(plan.config.pace, plan.config.pace + plan.config.pace_count, [](const PaceStep& s) { return s.idle; });
+        if (!has_idle) throw UsageError("--neighbour needs an idle step in --pace as its baseline (e.g. idle:2000,...)");
+        if (o.slice_ms < 2 || o.slice_ms > 1000) throw UsageError("--slice-ms must be 2-1000");
+        place_neighbour(o, plan);
+    } else {
+        plan.vcpu_cpu = o.vcpu_cpu;
+    }
 
     // Guest RAM: the largest footprint plus room for the kernel and its tables.
     uint64_t llc = x86::llc_bytes(), largest = 0;
     for (size_t i = 0; i < plan.config.footprint_count; ++i) {
         bool ok;
         uint64_t b = resolve_footprint(plan.config.footprints[i], llc, ok);
+        largest = std::max(largest, ok ? b : 0);
+    }
+    if (plan.config.pace_count) {
+        bool ok;
+        uint64_t b = resolve_footprint(plan.config.pace_footprint, llc, ok);
         largest = std::max(largest, ok ? b : 0);
     }
     constexpr uint64_t kKernelRoom = 64ull << 20, kMaxRam = 3ull << 30;
@@ -277,7 +351,10 @@ public:
         ++done_;
         ++counts_[c.status];
         if (!quiet_) print(c);
+        if (after_add_) after_add_();
     }
+    // Runs after every cell is journaled (the neighbour journals its slices with it).
+    void after_add(std::function<void()> fn) { after_add_ = std::move(fn); }
 
     uint32_t done() const { return done_; }
     uint32_t total() const { return total_; }
@@ -290,18 +367,21 @@ private:
     // pipe or a log: a plain line per cell.
     void print(const Cell& c) {
         std::string what;
-        if (c.status == CellStatus::ok) {
+        if (c.status == CellStatus::ok && c.pace && c.pace->rate == "idle") {
+            what = fmt::format("idle {} ms", c.pace->ms);
+        } else if (c.status == CellStatus::ok) {
             std::vector<uint64_t> v = c.tsc;
             std::nth_element(v.begin(), v.begin() + long(v.size() / 2), v.end());
             double med = double(v[v.size() / 2]) - double(c.tsc_overhead);
             what = fmt::format("median {:>12.0f} cycles net", med);
             if (c.tsc_khz) what += fmt::format(" ({:.2f} us)", med / double(c.tsc_khz) * 1000.0);
+            if (c.pace && c.pace->finished) what += fmt::format(", {} ops in {} ms", c.pace->ops, c.pace->ms);
             if (c.emulated) what += " [emulated]";
         } else {
             what = c.reason;
         }
-        std::string line = fmt::format("[{:>4}/{}] {:<8} {:<16} {:<10} {:>10} B  {:<11} {}", done_, total_, c.backend, c.mode,
-                                       c.pattern, c.footprint_bytes, to_string(c.status), what);
+        std::string line = fmt::format("[{:>4}/{}] {:<8} {:<16} {:<14} {:>10} B  {:<11} {}", done_, total_, c.backend, c.mode,
+                                       c.label(), c.footprint_bytes, to_string(c.status), what);
         if (!tty_) return fmt::print(stderr, "{}\n", line);
         if (!is_measured(c.status)) fmt::print(stderr, "\r\033[K{}\n", line);  // failures stay on screen
         double elapsed = std::chrono::duration<double>(Clock::now() - start_).count();
@@ -309,7 +389,7 @@ private:
         double left = fresh ? elapsed / fresh * double(total_ - done_) : 0;
         int width = 30, filled = total_ ? int(width * double(done_) / total_) : width;
         fmt::print(stderr, "\r\033[K[{}{}] {}/{} {}/{} {}  ~{:.0f}s left", std::string(size_t(filled), '#'),
-                   std::string(size_t(width - filled), '.'), done_, total_, c.pattern, c.footprint_bytes, c.mode, left);
+                   std::string(size_t(width - filled), '.'), done_, total_, c.label(), c.footprint_bytes, c.mode, left);
         progress_shown_ = true;
     }
     void end_progress() {
@@ -324,6 +404,7 @@ private:
     uint32_t done_ = 0, resumed_ = 0, total_ = 0;
     Clock::time_point start_;
     std::map<CellStatus, uint32_t> counts_;
+    std::function<void()> after_add_;
 };
 
 uint32_t planned_cells(const Plan& plan) {
@@ -337,7 +418,7 @@ std::vector<Cell> cells_from(const Plan& plan, uint32_t first_id, uint32_t phase
     std::vector<Cell> out;
     uint64_t llc = x86::llc_bytes();
     uint32_t id = 0;
-    for (uint32_t ph = 0; ph < phase_count; ++ph)
+    for (uint32_t ph = 0; ph < phase_count; ++ph) {
         for (size_t i = 0; i < plan.config.pattern_count; ++i) {
             const Pattern& p = kPatterns[plan.config.pattern_order[i]];
             size_t n = p.uses_footprint ? plan.config.footprint_count : 1;
@@ -352,6 +433,20 @@ std::vector<Cell> cells_from(const Plan& plan, uint32_t first_id, uint32_t phase
                 out.push_back(std::move(c));
             }
         }
+        for (size_t i = 0; i < plan.config.pace_count; ++i, ++id) {
+            if (id < first_id) continue;
+            const PaceStep& step = plan.config.pace[i];
+            const Pattern& p = kPatterns[step.pattern];
+            bool ok;
+            Cell c;
+            c.pattern = p.name;
+            c.footprint_bytes = p.uses_footprint ? resolve_footprint(plan.config.pace_footprint, llc, ok) : 0;
+            c.phase = ph;
+            c.unit = unit_name(p.unit);
+            c.pace = Pace{step.idle ? "idle" : step.rate_hz ? std::to_string(step.rate_hz) : "max", step.ms};
+            out.push_back(std::move(c));
+        }
+    }
     return out;
 }
 
@@ -512,7 +607,7 @@ BootEnd boot_kvm(const Plan& plan, const RunOptions& o, const std::vector<Phase>
     VmmOptions vo;
     vo.mem_bytes = plan.mem_bytes;
     vo.cmdline = cmdline;
-    if (o.vcpu_cpu >= 0) vo.cpu = o.vcpu_cpu;
+    if (plan.vcpu_cpu >= 0) vo.cpu = plan.vcpu_cpu;
     vo.migrate_every_ms = std::chrono::milliseconds(o.migrate_ms);
     VmmGuest guest(image, vo, events);
     events.guest = &guest;
@@ -555,7 +650,7 @@ BootEnd boot_qemu(const Plan& plan, const RunOptions& o, const std::string& cmdl
     qo.mem_mib = plan.mem_bytes >> 20;
     qo.cmdline = cmdline;
     qo.vfio_pci = o.vfio_pci;
-    qo.pin_cpu = o.vcpu_cpu;
+    qo.pin_cpu = plan.vcpu_cpu;
     QemuGuest q(qo);
     boot_facts["qemu_argv"] = q.argv();
     g_qemu.store(&q);
@@ -594,10 +689,12 @@ void run_boot_group(const Plan& plan, const RunOptions& o, const std::vector<Pha
     }
     uint64_t tsc_khz = plan.tsc_khz;
     while (from < cells_total && !g_interrupted.load()) {
-        std::string cmdline = fmt::format("patterns={} footprints={} reps={} warmup={} phases={} from={}", o.patterns,
-                                          o.footprints, o.reps, o.warmup, phases.size(), from);
-        if (!skips.empty()) cmdline += " skip=" + skips;
+        std::string cmdline = guest_config(o, skips) + fmt::format(" phases={} from={}", phases.size(), from);
         if (!o.inject.empty()) cmdline += " inject=" + o.inject;
+        if (plan.config.pace_count) {  // paced by the rate the host knows, not a guest guess
+            uint64_t khz = plan.tsc_khz ? plan.tsc_khz : native_tsc_rate().khz;
+            if (khz) cmdline += fmt::format(" tsc_khz={}", khz);
+        }
         RecordStream stream;
         json facts = {{"cmdline", cmdline}}, cell_extra = json::object();
         stream.on_cell([&](Cell&& c) {
@@ -662,17 +759,17 @@ std::string summary_table(const std::vector<Cell>& cells) {
     for (const auto& c : cells) {
         std::string col = c.backend + "/" + c.mode;
         if (std::find(columns.begin(), columns.end(), col) == columns.end()) columns.push_back(col);
-        auto key = std::make_pair(c.pattern, c.footprint_bytes);
+        auto key = std::make_pair(c.label(), c.footprint_bytes);
         if (!rows.count(key)) order.push_back(key);
         std::string v = to_string(c.status);
-        if (c.status == CellStatus::ok) v = fmt::format("{:.0f}", median(net_cycles(c)));
+        if (c.status == CellStatus::ok && !c.tsc.empty()) v = fmt::format("{:.0f}", median(net_cycles(c)));
         rows[key][col] = v;
     }
-    std::string out = fmt::format("\n{:<12} {:>10}", "pattern", "bytes");
+    std::string out = fmt::format("\n{:<16} {:>10}", "pattern", "bytes");
     for (const auto& col : columns) out += fmt::format(" {:>22}", col);
     out += "   (median net TSC cycles)\n";
     for (const auto& key : order) {
-        out += fmt::format("{:<12} {:>10}", key.first, key.second);
+        out += fmt::format("{:<16} {:>10}", key.first, key.second);
         for (const auto& col : columns) out += fmt::format(" {:>22}", rows[key].count(col) ? rows[key][col] : "-");
         out += "\n";
     }
@@ -693,6 +790,48 @@ std::string default_guest_image() {
 }
 
 namespace {
+
+// The host neighbour for one run: started before the guest boots, stopped after its last cell,
+// its slices journaled with every cell so that an interrupted run keeps them.
+class NeighbourScope {
+public:
+    NeighbourScope(const Plan& plan, const RunOptions& o, uint32_t run, ResultsWriter& results, CellSink& sink, bool quiet)
+        : run_(run), results_(results), sink_(sink) {
+        if (plan.neighbour_cpu < 0) return;
+        NeighbourOptions no;
+        no.cpu = plan.neighbour_cpu;
+        no.slice = std::chrono::milliseconds(o.slice_ms);
+        no.buffer_bytes = o.neighbour_bytes;
+        try {
+            neighbour_ = std::make_unique<Neighbour>(Neighbour::start(no));
+        } catch (const std::exception& e) {
+            throw EnvironmentError(fmt::format("the neighbour could not start: {}", e.what()));
+        }
+        results_.add_series(neighbour_start_chunk(run, plan.backend, plan.vcpu_cpu, *neighbour_));
+        if (!quiet)
+            fmt::print(stderr, "flushbench: neighbour on CPU {} ({} KiB, {} ms slices), vCPU pinned to CPU {}\n", neighbour_->cpu(),
+                       neighbour_->buffer_bytes() >> 10, o.slice_ms, plan.vcpu_cpu);
+        sink_.after_add([this] { journal(neighbour_->take()); });
+    }
+    ~NeighbourScope() {
+        if (!neighbour_) return;
+        sink_.after_add(nullptr);
+        try {
+            journal(neighbour_->stop());
+        } catch (const std::exception& e) {
+            fmt::print(stderr, "flushbench: the neighbour's last slices were lost: {}\n", e.what());
+        }
+    }
+
+private:
+    void journal(const std::vector<NeighbourSlice>& slices) {
+        if (!slices.empty()) results_.add_series(neighbour_slices_chunk(run_, slices, neighbour_->capped()));
+    }
+    uint32_t run_;
+    ResultsWriter& results_;
+    CellSink& sink_;
+    std::unique_ptr<Neighbour> neighbour_;
+};
 
 // One flushbench-native process for the whole run (all or nothing, also when resuming).
 void run_native_into(const RunOptions& o, CellSink& sink, const std::vector<Cell>& already, uint32_t run_index) {
@@ -736,6 +875,7 @@ int execute(const std::vector<Plan>& plans, const std::vector<RunOptions>& runs,
                     run_native_into(runs[i], sink, already, uint32_t(i));
                     continue;
                 }
+                NeighbourScope neighbour(plan, runs[i], uint32_t(i), results, sink, quiet);
                 for (const auto& phases : plan.boots) {
                     if (g_interrupted.load()) break;
                     run_boot_group(plan, runs[i], phases, sink, boots_log, already, uint32_t(i));
@@ -757,12 +897,21 @@ int execute(const std::vector<Plan>& plans, const std::vector<RunOptions>& runs,
     json summary = {{"boots", boots_log}, {"cells", results.cells().size()}, {"cells_planned", total},
                     {"resumed_cells", already.size()}, {"interrupted", interrupted}, {"error", failure},
                     {"derived", derived_ratios(results.cells())}};
+    json extra = json::object();
     try {
-        std::string path = results.finish(summary);
+        json nb = neighbour_results(results.series(), results.cells());
+        if (!nb.empty()) extra["flushbench_neighbour"] = nb;
+    } catch (const std::exception& e) {
+        summary["neighbour_error"] = e.what();
+        fmt::print(stderr, "flushbench: the neighbour's slices could not be analysed: {}\n", e.what());
+    }
+    try {
+        std::string path = results.finish(summary, extra);
         std::string parts;
         for (const auto& [st, n] : counts) parts += fmt::format("{}{} {}", parts.empty() ? "" : ", ", n, to_string(st));
         fmt::print(stderr, "flushbench: {} of {} cells ({}) -> {}\n", results.cells().size(), total, parts.empty() ? "none" : parts, path);
         if (!quiet) fmt::print(stderr, "{}", summary_table(results.cells()));
+        if (!quiet && extra.contains("flushbench_neighbour")) fmt::print(stderr, "{}", neighbour_summary(extra["flushbench_neighbour"]));
     } catch (const std::exception& e) {
         fmt::print(stderr, "flushbench: {}; every finished cell is still in {}\n", e.what(), results.journal());
         return kExitEnvironment;
@@ -799,7 +948,9 @@ json to_json(const RunOptions& o) {
             {"vfio_pci", o.vfio_pci}, {"machine", o.machine}, {"patterns", o.patterns}, {"footprints", o.footprints},
             {"skip", o.skip}, {"reps", o.reps}, {"warmup", o.warmup}, {"vcpu_cpu", o.vcpu_cpu},
             {"migrate_ms", o.migrate_ms}, {"mem_mib", o.mem_mib}, {"cell_timeout_s", o.cell_timeout.count()},
-            {"image", o.image}, {"out", o.out}, {"inject", o.inject}, {"variant", o.variant}, {"events", o.events}};
+            {"image", o.image}, {"out", o.out}, {"inject", o.inject}, {"variant", o.variant}, {"events", o.events},
+            {"pace", o.pace}, {"pace_footprint", o.pace_footprint}, {"neighbour", o.neighbour}, {"slice_ms", o.slice_ms},
+            {"neighbour_bytes", o.neighbour_bytes}};
 }
 
 RunOptions run_options_from_json(const json& j) {
@@ -824,6 +975,11 @@ RunOptions run_options_from_json(const json& j) {
     o.inject = j.value("inject", "");
     o.variant = j.value("variant", "");
     o.events = j.value("events", RunOptions{}.events);
+    o.pace = j.value("pace", "");
+    o.pace_footprint = j.value("pace_footprint", RunOptions{}.pace_footprint);
+    o.neighbour = j.value("neighbour", "");
+    o.slice_ms = j.value("slice_ms", RunOptions{}.slice_ms);
+    o.neighbour_bytes = j.value("neighbour_bytes", uint64_t{0});
     return o;
 }
 
@@ -836,6 +992,7 @@ json base_context(const std::vector<Plan>& plans, const std::vector<RunOptions>&
     for (size_t i = 0; i < runs.size(); ++i) {
         RunOptions r = runs[i];
         r.backend = plans[i].backend;  // "auto" resolved: a resumed run must use the same backend
+        r.vcpu_cpu = plans[i].vcpu_cpu;
         recorded.push_back(to_json(r));
     }
     std::set<std::string> backends;
@@ -848,7 +1005,8 @@ json base_context(const std::vector<Plan>& plans, const std::vector<RunOptions>&
                   {"guest_cmdline", plan.cmdline}, {"mode", o.mode}, {"machine", plan.backend == "kvm" ? "flushbench-vmm" : o.machine},
                   {"mem_bytes", plan.mem_bytes}, {"cell_timeout_s", o.cell_timeout.count()},
                   {"vcpu_cpu", o.vcpu_cpu}, {"migrate_ms", o.migrate_ms}, {"runs", recorded},
-                  {"tsc_khz_source", "KVM_GET_TSC_KHZ on the vCPU (kvm) or on a scratch vCPU (qemu)"}};
+                  {"tsc_khz_source", "KVM_GET_TSC_KHZ on the vCPU (kvm) or on a scratch vCPU (qemu)"},
+                  {"regime", host_regime()}};
     if (plan.vfio) fbctx["vfio"] = *plan.vfio;
     fbctx["vfio_baseline"] = plan.vfio_baseline ? json(*plan.vfio_baseline) : json(nullptr);
     if (emulated) fbctx["caveats"] = {"qemu-tcg: TCG treats WBINVD and CLFLUSH* as no-ops; timings are emulated, functional only"};

@@ -45,6 +45,14 @@ struct RunOptions {
     std::string inject;                      // fault injection for the harness's tests: kind@cell
     std::vector<std::string> events = {"cycles", "instructions", "LLC-load-misses"};  // host counters (kvm)
     std::string variant;                     // appended to mode labels ("coherent+cpu2"): matrix placements
+    // Paced steps after the measured cells of every phase (common/config.h): "idle:2000,wbinvd@100:2000".
+    std::string pace;
+    std::string pace_footprint = "4K";       // dirtied before every paced operation
+    // The host neighbour (host/neighbour.h): "" off, "auto" or a CPU number. With it, the vCPU is
+    // pinned too (to a CPU other than the neighbour's), and slices are matched to paced steps.
+    std::string neighbour;
+    uint32_t slice_ms = 10;
+    uint64_t neighbour_bytes = 0;            // 0: half the LLC
     bool quiet = false;
 };
 
@@ -61,6 +69,14 @@ int run_matrix(const std::vector<RunOptions>& runs, const std::string& out, cons
 // Continues an interrupted run from its journal (<out>.partial): the same options, the cells
 // already measured kept, the rest run.
 int resume_benchmark(const std::string& journal, bool quiet);
+
+// The paced steps a neighbour run uses when none are given: idle around WBINVD from 10/s to back
+// to back, and a CLFLUSH loop for comparison; 2 s each.
+inline constexpr const char* kDefaultPace =
+    "idle:2000,wbinvd@10:2000,wbinvd@100:2000,wbinvd@1000:2000,wbinvd@10000:2000,wbinvd@max:2000,clflush@max:2000,idle:2000";
+
+// The guest's command line for a run (common/config.h), with `skip` in place of o.skip.
+std::string guest_config(const RunOptions& o, const std::string& skip);
 
 // The guest image built with this flushbench (build/guest/flushbench-guest.elf).
 std::string default_guest_image();

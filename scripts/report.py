@@ -12,9 +12,17 @@ Writes to DIR, each figure as SVG and PNG:
                      them; otherwise no figure and a note in the report
   ratios             ratio of medians to a baseline series with 95% intervals, when there are two or
                      more series (modes, hosts, runs)
+  memtypes           memory-type cells (read_/write_/rflush_ x wb/wc/uc): median net cycles per 64-byte
+                     line with 95% intervals, per footprint, one row of panels per backend/mode
+  neighbour_timeline a host neighbour's pointer-chase latency and streaming GB/s per time slice, with
+                     the guest's paced steps shaded (results of `flushbench run --neighbour`)
+  neighbour_slowdown per paced step, the neighbour's slowdown against the guest-idle steps with its 95%
+                     interval, significant ones filled
 and report.md + report.html: host fingerprints, every caveat, the tables, the figures.
 
 Samples are net TSC cycles (flushbench_cells[].tsc - tsc_overhead), as `flushbench compare` uses.
+Paced guest steps (cells with a `pace` object) are not (pattern, footprint) cells: they are left out
+of every cell figure and table and appear only in the neighbour figures and section.
 Medians and intervals come from a cell's `stats` object when flushbench wrote one, otherwise from a
 percentile bootstrap here (2000 resamples, fixed seed, so the report is reproducible).
 Needs numpy and matplotlib (Debian: python3-matplotlib); scipy adds Mann-Whitney p-values.
@@ -52,7 +60,8 @@ except ImportError:
     mannwhitneyu = None
 
 # The pattern table's order (common/patterns.h), so panels read from exits to flushes.
-PATTERN_ORDER = ["nop", "cpuid", "pio", "dirty", "wbinvd", "wbnoinvd", "clflush", "clflushopt", "clwb"]
+PATTERN_ORDER = ["nop", "cpuid", "pio", "dirty", "wbinvd", "wbnoinvd", "clflush", "clflushopt", "clwb",
+                 "read_wb", "read_wc", "read_uc", "write_wb", "write_wc", "write_uc", "rflush_wb", "rflush_wc", "rflush_uc"]
 PATTERN_WHAT = {
     "nop": "empty timed region",
     "cpuid": "CPUID: an unconditional VM exit",
@@ -63,7 +72,22 @@ PATTERN_WHAT = {
     "clflush": "CLFLUSH every dirty line",
     "clflushopt": "CLFLUSHOPT every dirty line",
     "clwb": "CLWB every dirty line",
+    "read_wb": "sequential read, write-back",
+    "read_wc": "sequential read, write-combining",
+    "read_uc": "sequential read, uncacheable",
+    "write_wb": "sequential write + SFENCE, write-back",
+    "write_wc": "sequential write + SFENCE, write-combining",
+    "write_uc": "sequential write + SFENCE, uncacheable",
+    "rflush_wb": "read after dirty + CLFLUSH, write-back",
+    "rflush_wc": "read after dirty + CLFLUSH, write-combining",
+    "rflush_uc": "read after dirty + CLFLUSH, uncacheable",
 }
+# The memory-type group (common/patterns.h, `--patterns memtypes`): OP_TYPE.
+MEMTYPE_OPS = ["read", "write", "rflush"]
+MEMTYPE_OP_WHAT = {"read": "sequential read", "write": "sequential write + SFENCE", "rflush": "read after dirty + CLFLUSH"}
+MEMTYPES = ["wb", "wc", "uc"]
+MEMTYPE_WHAT = {"wb": "write-back", "wc": "write-combining", "uc": "uncacheable"}
+MEMTYPE_COLOR = {"wb": "#3b6ea5", "wc": "#e3a33b", "uc": "#b23a3a"}
 MEASURED = {"ok", "unsupported", "skipped"}
 FAILED = {"hung", "crashed", "fault", "corrupt"}
 MODE_STYLE = {"coherent": "-", "noncoherent": "--", "native": ":", "both": "-."}
@@ -248,10 +272,24 @@ class Results:
         self.docs = [load(p) for p in paths]
         self.series = []
         self.groups = {}  # (series index, pattern, footprint) -> Group
+        self.paced = []  # (file index, cell): paced guest steps, never (pattern, footprint) cells
+        self.neighbour = []  # (file index, run): flushbench_neighbour entries
         for fi, doc in enumerate(self.docs):
             fb = doc.get("context", {}).get("flushbench", {})
             host = fb.get("host", {}).get("hostname") or doc.get("context", {}).get("host_name") or "unknown-host"
+            nb = doc.get("flushbench_neighbour")
+            if nb is not None and not isinstance(nb, list):
+                die(f"{paths[fi]}: flushbench_neighbour is not a list: a damaged results file")
+            for run in nb or []:
+                if not isinstance(run, dict):
+                    die(f"{paths[fi]}: a damaged entry in flushbench_neighbour")
+                self.neighbour.append((fi, run))
             for cell in doc["flushbench_cells"]:
+                if isinstance(cell, dict) and isinstance(cell.get("pace"), dict):
+                    # A paced step (idle, wbinvd@100, ...): its pattern names what it ran, but it is
+                    # a window of time for the neighbour, not a cell of the matrix.
+                    self.paced.append((fi, cell))
+                    continue
                 try:
                     backend, mode = str(cell["backend"]), str(cell["mode"])
                     pattern, footprint = str(cell["pattern"]), int(cell["footprint_bytes"])
@@ -769,6 +807,477 @@ def fig_ratios(r, out, written, notes, rows):
     save(fig, out, "ratios", written)
 
 
+# ---- the neighbour: a host tenant's view of the guest's paced steps -----------------------------
+
+STEP_CMAPS = {"wbinvd": "Reds", "wbnoinvd": "Purples", "clflush": "Blues", "clflushopt": "Greens", "clwb": "Oranges"}
+OTHER_CMAPS = ["YlOrBr", "BuPu", "GnBu", "RdPu"]
+IDLE_SPAN = "#d4d4d4"     # idle steps: the baseline, in grey
+IDLE_MARK = "#6e6e6e"     # the same, dark enough for a marker
+OUTSIDE = "#b0b0b0"       # slices outside every window (boot, the gaps between steps)
+INSIDE = "#1b1b1b"        # slices inside a window
+
+
+def num(v):
+    """A JSON number as float; null (NaN in the C++), missing or junk as NaN: never 0."""
+    try:
+        return float(v) if v is not None else math.nan
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def fmt_num(x, spec=".3f"):
+    return format(x, spec) if x is not None and math.isfinite(x) else "n/a"
+
+
+def fmt_interval(iv, spec=".3f"):
+    """An {estimate, lo, hi} object as "1.093 [1.040, 1.192]"; "n/a" where a figure is NaN."""
+    if not isinstance(iv, dict):
+        return "n/a"
+    est, lo, hi = num(iv.get("estimate")), num(iv.get("lo")), num(iv.get("hi"))
+    if not math.isfinite(est):
+        return "n/a"
+    return f"{est:{spec}} [{fmt_num(lo, spec)}, {fmt_num(hi, spec)}]"
+
+
+def bytes_iec(b):
+    b = int(b or 0)
+    for shift, suffix in ((30, "GiB"), (20, "MiB"), (10, "KiB")):
+        if b >= (1 << shift):
+            return f"{b / (1 << shift):.3g} {suffix}"
+    return f"{b} B"
+
+
+def rate_key(rate):
+    """Numeric rates ascending, then "max"; idle first."""
+    if rate == "idle":
+        return (0, 0.0)
+    if rate == "max":
+        return (2, 0.0)
+    return (1, num(rate) if math.isfinite(num(rate)) else 0.0)
+
+
+def window_rate(w):
+    """What the step achieved: "99/s", or the rate asked for when nothing was measured."""
+    if w.get("rate") == "idle":
+        return "idle"
+    hz = num(w.get("achieved_hz"))
+    if math.isfinite(hz):
+        return f"{hz:.3g}/s" if hz < 1000 else f"{hz:,.0f}/s"
+    return "n/a"
+
+
+def window_label(w, with_mode=False):
+    label = str(w.get("label", "?"))
+    if w.get("rate") != "idle":
+        label += f" ({window_rate(w)})"
+    if with_mode:
+        label += f"\n{w.get('mode', '?')}"
+    return label
+
+
+def step_colors(r):
+    """{(pattern, rate): colour} over every neighbour window of every run, so a step has one colour in
+    both figures: idle grey, each pattern its own sequential colormap by rate, "max" darkest."""
+    by_pattern = {}
+    for _, run in r.neighbour:
+        for w in run.get("windows") or []:
+            if w.get("rate") != "idle":
+                by_pattern.setdefault(str(w.get("pattern", "?")), set()).add(str(w.get("rate", "?")))
+    colors = {}
+    others = iter(OTHER_CMAPS * 4)
+    for p in sorted(by_pattern, key=pattern_key):
+        cmap = plt.get_cmap(STEP_CMAPS.get(p) or next(others, "Greys"))
+        rates = sorted(by_pattern[p], key=rate_key)
+        for i, rate in enumerate(rates):
+            if len(rates) == 1:
+                level = 0.85 if rate == "max" else 0.6
+            else:
+                level = 0.4 + 0.5 * i / (len(rates) - 1)
+            colors[(p, rate)] = cmap(level)
+    return colors
+
+
+def window_color(colors, w, marker=False):
+    if w.get("rate") == "idle":
+        return IDLE_MARK if marker else IDLE_SPAN
+    return colors.get((str(w.get("pattern", "?")), str(w.get("rate", "?"))), "tab:purple")
+
+
+def run_slices(run):
+    """(start_s, end_s, chase_ns, stream_gbs) as float arrays, null as NaN."""
+    sl = run.get("slices") or {}
+    cols = [np.array([num(v) for v in (sl.get(k) or [])], dtype=float) for k in ("start_s", "end_s", "chase_ns", "stream_gbs")]
+    n = min(len(c) for c in cols)
+    return [c[:n] for c in cols]
+
+
+def within(start, end, w):
+    """The slices entirely inside a window, as host/neighbour.cc's slices_within."""
+    return (start >= num(w.get("start_s"))) & (end <= num(w.get("end_s")))
+
+
+def idle_medians(run):
+    """{mode: (median chase ns, median GB/s)} over the pooled slices of the run's idle steps in each
+    mode: the baseline every other step of that mode is compared with."""
+    start, end, chase, stream = run_slices(run)
+    out = {}
+    for mode in sorted({str(w.get("mode", "?")) for w in run.get("windows") or []}):
+        mask = np.zeros(len(start), bool)
+        for w in run.get("windows") or []:
+            if w.get("rate") == "idle" and str(w.get("mode", "?")) == mode:
+                mask |= within(start, end, w)
+        c, s = chase[mask], stream[mask]
+        c, s = c[np.isfinite(c)], s[np.isfinite(s)]
+        if len(c) or len(s):
+            out[mode] = (float(np.median(c)) if len(c) else math.nan, float(np.median(s)) if len(s) else math.nan)
+    return out
+
+
+def run_modes(run):
+    return sorted({str(w.get("mode", "?")) for w in run.get("windows") or []})
+
+
+def run_title(r, fi, run, short=False):
+    modes = run_modes(run)
+    where = f"neighbour on CPU {run.get('cpu', '?')}, guest vCPU on CPU {run.get('vcpu_cpu', '?')}"
+    what = (f"{run.get('slice_ms', '?')} ms slices, {bytes_iec(run.get('buffer_bytes'))} buffer, "
+            f"{run.get('backend', '?')} backend, {', '.join(modes) or 'no'} mode{'s' if len(modes) > 1 else ''}")
+    if neighbour_emulated(r, fi, run):
+        what += " [emulated]"
+    if run.get("capped"):
+        what += " [capped]"
+    name = f"{os.path.basename(r.paths[fi])} run {run.get('run', '?')}: " if len(r.paths) > 1 or len(r.neighbour) > 1 else ""
+    return f"{name}{where}" + (", " if short else "\n") + what
+
+
+def neighbour_emulated(r, fi, run):
+    fb = r.docs[fi].get("context", {}).get("flushbench", {})
+    backend = str(run.get("backend", ""))
+    return backend == "qemu-tcg" or (bool(fb.get("emulated")) and backend == fb.get("backend"))
+
+
+def contiguous_modes(windows):
+    """[(mode, start_s, end_s)] for each run of consecutive windows in one mode (A/B/A repeats one)."""
+    blocks = []
+    for w in sorted(windows, key=lambda w: num(w.get("start_s"))):
+        mode = str(w.get("mode", "?"))
+        s, e = num(w.get("start_s")), num(w.get("end_s"))
+        if blocks and blocks[-1][0] == mode:
+            blocks[-1][2] = e
+        else:
+            blocks.append([mode, s, e])
+    return blocks
+
+
+def fig_neighbour_timeline(r, out, written, notes):
+    runs = [(fi, run) for fi, run in r.neighbour if len(run_slices(run)[0])]
+    for fi, run in r.neighbour:
+        if not len(run_slices(run)[0]):
+            notes.append(f"neighbour_timeline: {os.path.basename(r.paths[fi])} run {run.get('run', '?')} recorded no slices; left out.")
+    if not runs:
+        if r.neighbour:
+            notes.append("neighbour_timeline: no neighbour run recorded any slice; no figure.")
+        return
+    from matplotlib.lines import Line2D
+    colors = step_colors(r)
+    width = 10.5
+    # One subfigure per run: each lays out its own title, step labels and time axis.
+    fig = plt.figure(figsize=(width, 5.6 * len(runs)), layout="constrained")
+    subs = fig.subfigures(len(runs), 1, squeeze=False, hspace=0.04)[:, 0]
+    handles = {}
+    log_runs = []
+    several_modes = any(len(run_modes(run)) > 1 for _, run in runs)
+    for k, (fi, run) in enumerate(runs):
+        ax_c, ax_s = subs[k].subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [1.15, 1]})
+        start, end, chase, stream = run_slices(run)
+        mid = (start + end) / 2
+        windows = sorted(run.get("windows") or [], key=lambda w: num(w.get("start_s")))
+        modes = run_modes(run)
+        inside = np.zeros(len(start), bool)
+        for w in windows:
+            inside |= within(start, end, w)
+        x0 = float(np.nanmin(start)) if len(start) else 0.0
+        x1 = float(np.nanmax(end)) if len(end) else 1.0
+        for w in windows:
+            s, e = num(w.get("start_s")), num(w.get("end_s"))
+            if math.isfinite(s) and math.isfinite(e):
+                x0, x1 = min(x0, s), max(x1, e)
+        pad = 0.01 * (x1 - x0 or 1)
+        for ax, y, unit in ((ax_c, chase, "ns"), (ax_s, stream, "GB/s")):
+            for w in windows:
+                s, e = num(w.get("start_s")), num(w.get("end_s"))
+                if math.isfinite(s) and math.isfinite(e):
+                    ax.axvspan(s, e, color=window_color(colors, w), alpha=0.55 if w.get("rate") == "idle" else 0.35, lw=0, zorder=0)
+            ax.plot(mid, y, color=OUTSIDE, lw=0.6, zorder=2)
+            h_out = ax.scatter(mid[~inside], y[~inside], s=5, color=OUTSIDE, lw=0, zorder=3)
+            h_in = ax.scatter(mid[inside], y[inside], s=5, color=INSIDE, lw=0, zorder=3)
+            handles["slice inside a guest step"] = h_in
+            handles["slice outside every step (boot, gaps)"] = h_out
+            ax.set_xlim(x0 - pad, x1 + pad)
+            ax.grid(axis="x", visible=False)
+        # The idle baseline: a dashed line at its median, over each stretch of its mode.
+        base = idle_medians(run)
+        for mode, s, e in contiguous_modes(windows) if len(modes) > 1 else [(modes[0] if modes else "?", None, None)]:
+            if mode not in base:
+                continue
+            for ax, v, unit in ((ax_c, base[mode][0], "ns"), (ax_s, base[mode][1], "GB/s")):
+                if not math.isfinite(v):
+                    continue
+                if s is None:
+                    ax.axhline(v, color="black", ls="--", lw=0.9, zorder=4)
+                else:
+                    ax.hlines(v, s, e, color="black", ls="--", lw=0.9, zorder=4)
+                # Its value, at the right end of the line, clear of the points.
+                ax.annotate(f"idle {v:.3g} {unit}" + (f" ({mode})" if len(modes) > 1 else ""), (x1 + pad if s is None else e, v),
+                            xytext=(-2, 2), textcoords="offset points", ha="right", va="bottom", fontsize=7, zorder=5,
+                            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
+            handles["median of the idle steps' slices" + (" (of the step's mode)" if several_modes else "")] = Line2D([], [], color="black", ls="--", lw=0.9)
+        finite = chase[np.isfinite(chase) & (chase > 0)]
+        if len(finite) and finite.max() / finite.min() > 4:
+            # A burst of memory-latency slices would flatten the baseline on a linear axis.
+            ax_c.set_yscale("log")
+            ticks_125(ax_c.yaxis)
+            # From the 1-2-5 tick under the fastest slice, so the baseline has a labelled tick near it.
+            floor = 10 ** math.floor(math.log10(finite.min() / 1.05))
+            floor = max(m * floor for m in (1, 2, 5) if m * floor <= finite.min() / 1.05)
+            ax_c.set_ylim(floor, finite.max() * 1.3)
+            log_runs.append(f"{os.path.basename(r.paths[fi])} run {run.get('run', '?')}")
+        ax_c.set_ylabel("pointer chase\n[ns per load]" + (", log" if ax_c.get_yscale() == "log" else ""))
+        ax_s.set_ylabel("streaming\n[GB/s]")
+        ax_s.set_xlabel("time since the neighbour's first slice [s] (host CLOCK_MONOTONIC)")
+        plt.setp(ax_c.get_xticklabels(), visible=False)
+        # Step labels above the top panel: flat where the step is wide enough, else upright.
+        axes_pt = width * 0.8 * 72
+        span = (x1 + 2 * pad) - x0
+        tallest = 0
+        for w in windows:
+            s, e = num(w.get("start_s")), num(w.get("end_s"))
+            if not (math.isfinite(s) and math.isfinite(e)):
+                continue
+            text = str(w.get("label", "?")) + (f"\n{w.get('mode', '?')}" if len(modes) > 1 else "")
+            text_pt = max(len(t) for t in text.split("\n")) * 7 * 0.6
+            upright = text_pt > (e - s) / span * axes_pt * 0.95
+            tallest = max(tallest, text_pt if upright else 9 * (text.count("\n") + 1))
+            ax_c.annotate(text, ((s + e) / 2, 1), xycoords=("data", "axes fraction"), xytext=(0, 3), textcoords="offset points",
+                          ha="center", va="bottom", rotation=90 if upright else 0, fontsize=7)
+        ax_c.set_title(run_title(r, fi, run), fontsize=9.5, pad=tallest + 8)
+    fig.suptitle("Host neighbour during the guest's paced steps (one point per slice; shaded: guest step)", fontsize=11)
+    legend_below(fig, list(handles.values()), list(handles.keys()), ncol=3)
+    if log_runs:
+        notes.append("neighbour_timeline: log latency axis (slices differ fourfold or more) for " + ", ".join(log_runs) + ".")
+    save(fig, out, "neighbour_timeline", written)
+
+
+def fig_neighbour_slowdown(r, out, written, notes):
+    runs = [(fi, run) for fi, run in r.neighbour if run.get("windows")]
+    if not runs:
+        if r.neighbour:
+            notes.append("neighbour_slowdown: no neighbour run has a paced step (window); no figure.")
+        return
+    from matplotlib.lines import Line2D
+    colors = step_colors(r)
+    nmax = max(len(run["windows"]) for _, run in runs)
+    width = max(6.5, 0.85 * nmax + 2.5)
+    fig = plt.figure(figsize=(width, 5.2 * len(runs)), layout="constrained")
+    subs = fig.subfigures(len(runs), 1, squeeze=False, hspace=0.04)[:, 0]
+    any_na = False
+    log_axes = []
+    for k, (fi, run) in enumerate(runs):
+        ax, ax2 = subs[k].subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [1.3, 1]})
+        modes = run_modes(run)
+        # Grouped by mode, in run order within a mode; a gap between modes.
+        ordered, pos, x = [], [], 0.0
+        for mode in modes:
+            ws = [w for w in run["windows"] if str(w.get("mode", "?")) == mode]
+            if ordered:
+                x += 0.6
+            for w in ws:
+                ordered.append(w)
+                pos.append(x)
+                x += 1
+        values = []
+        for panel, key in ((ax, "slowdown"), (ax2, "stream_ratio")):
+            for w, xp in zip(ordered, pos):
+                eff = w.get("effect") or {}
+                iv = eff.get(key) if isinstance(eff.get(key), dict) else {}
+                est, lo, hi = num(iv.get("estimate")), num(iv.get("lo")), num(iv.get("hi"))
+                c = window_color(colors, w, marker=True)
+                if not math.isfinite(est):
+                    panel.annotate("n/a", (xp, 0.5), xycoords=("data", "axes fraction"), ha="center", va="center",
+                                   fontsize=8, color="dimgrey", fontstyle="italic",
+                                   bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "lightgrey"})
+                    any_na = True
+                    continue
+                if math.isfinite(lo) and math.isfinite(hi):
+                    panel.errorbar(xp, est, yerr=[[max(0.0, est - lo)], [max(0.0, hi - est)]], fmt="none", ecolor=c,
+                                   elinewidth=1.4, capsize=4, zorder=3)
+                    values += [lo, hi] if panel is ax else []
+                sig = bool(eff.get("significant")) and key == "slowdown"
+                if key == "slowdown":
+                    panel.plot(xp, est, "o", ms=7, color=c, mfc=c if sig else "white", mew=1.5, zorder=4)
+                else:  # no test on streaming: a marker that claims nothing
+                    panel.plot(xp, est, "D", ms=5, color=c, mfc=c, alpha=0.8, zorder=4)
+                if panel is ax:
+                    values.append(est)
+                if sig:
+                    top = hi if math.isfinite(hi) else est
+                    panel.annotate("*", (xp, top), xytext=(0, 1), textcoords="offset points", ha="center",
+                                   va="bottom", fontsize=12, fontweight="bold", color=c)
+            panel.axhline(1.0, color="black", lw=0.8, zorder=2)
+            panel.set_xlim(-0.6, (pos[-1] if pos else 0) + 0.6)
+            panel.grid(axis="x", visible=False)
+        v = [y for y in values if math.isfinite(y) and y > 0]
+        if v and max(v) / min(v) > 4:
+            ax.set_yscale("log")
+            ax.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1, 2, 5)))
+            ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda y, _: f"{y:g}"))
+            ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+            log_axes.append(f"run {run.get('run', '?')}")
+        # Headroom for the stars.
+        lo_y, hi_y = ax.get_ylim()
+        if ax.get_yscale() == "linear":
+            ax.set_ylim(lo_y, hi_y + 0.08 * (hi_y - lo_y))
+        ax.set_ylabel("slowdown: median ns/load\n÷ idle median")
+        ax2.set_ylabel("streaming: median GB/s\n÷ idle median (no test)")
+        ax2.set_xticks(pos)
+        ax2.set_xticklabels([window_label(w) for w in ordered], rotation=30, ha="right", fontsize=8)
+        if len(modes) > 1:
+            # The mode under each group, between the panels' frames.
+            for mode in modes:
+                xs = [xp for w, xp in zip(ordered, pos) if str(w.get("mode", "?")) == mode]
+                ax.annotate(mode, ((min(xs) + max(xs)) / 2, 1), xycoords=("data", "axes fraction"), xytext=(0, 3),
+                            textcoords="offset points", ha="center", va="bottom", fontsize=8, fontstyle="italic")
+            for i in range(1, len(modes)):
+                b = [xp for w, xp in zip(ordered, pos) if str(w.get("mode", "?")) == modes[i]]
+                for panel in (ax, ax2):
+                    panel.axvline(min(b) - 0.8, color="grey", lw=0.6, ls=":")
+        ax.set_title(run_title(r, fi, run), fontsize=9, pad=17 if len(modes) > 1 else 6)
+    fig.suptitle("The neighbour's slowdown per guest step against the guest-idle steps (95% bootstrap interval)", fontsize=11)
+    handles = [Line2D([], [], marker="o", ls="none", color="black", mfc="black", ms=7),
+               Line2D([], [], marker="o", ls="none", color="black", mfc="white", mew=1.5, ms=7),
+               Line2D([], [], marker="o", ls="none", color=IDLE_MARK, mfc="white", mew=1.5, ms=7),
+               Line2D([], [], marker="D", ls="none", color="black", ms=5, alpha=0.8),
+               Line2D([], [], color="black", lw=0.8)]
+    labels = ["slowdown, filled, *: significant (Mann-Whitney p < 0.05 and interval excludes 1)", "slowdown, hollow: no significant effect",
+              "grey: idle step against the pooled idle slices (drift check)", "streaming ratio: interval only, no test",
+              "1 = as fast as during the idle steps"]
+    legend_below(fig, handles, labels, ncol=2)
+    if any_na:
+        notes.append("neighbour_slowdown: n/a marks a step with no ratio (too few slices, or no idle step in its mode).")
+    if log_axes:
+        notes.append("neighbour_slowdown: log slowdown axis for " + ", ".join(log_axes) + ".")
+    save(fig, out, "neighbour_slowdown", written)
+
+
+# ---- memory types ---------------------------------------------------------------------------------
+
+def ticks_125(axis, label=lambda v: f"{v:g}"):
+    """1, 2, 5 per decade, labelled: a log axis spanning less than a decade otherwise gets one label."""
+    axis.set_major_locator(ticker.LogLocator(base=10, subs=(1, 2, 5)))
+    axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: label(v)))
+    axis.set_minor_formatter(ticker.NullFormatter())
+
+
+def memtype_of(pattern):
+    """("read", "wb") for read_wb; None for a pattern outside the memory-type group."""
+    op, _, mt = pattern.rpartition("_")
+    return (op, mt) if op in MEMTYPE_OPS and mt in MEMTYPES else None
+
+
+def memtype_groups(r):
+    """[(series, op, memtype, footprint, group)] in a fixed order."""
+    out = []
+    for s in r.series:
+        for op in MEMTYPE_OPS:
+            for mt in MEMTYPES:
+                p = f"{op}_{mt}"
+                for f in r.footprints(p):
+                    g = r.group(s, p, f)
+                    if g is not None:
+                        out.append((s, op, mt, f, g))
+    return out
+
+
+def per_line(g):
+    """(median, lo, hi) net cycles per cache line; NaN without samples or footprint."""
+    lines = g.footprint // int(g.cells[0].get("line_bytes") or 64) if g.footprint else 0
+    if not lines or not g.has_samples:
+        return math.nan, math.nan, math.nan
+    return g.median / lines, g.ci[0] / lines, g.ci[1] / lines
+
+
+def fig_memtypes(r, out, written, notes):
+    groups = memtype_groups(r)
+    if not groups:
+        notes.append("memtypes: no memory-type cells (read_/write_/rflush_ x wb/wc/uc; `--patterns memtypes`) in these results; no figure.")
+        return
+    series = [s for s in r.series if any(x[0] is s for x in groups)]
+    ops = [op for op in MEMTYPE_OPS if any(x[1] == op for x in groups)]
+    fig, axes = plt.subplots(len(series), len(ops), figsize=(3.6 * len(ops) + 0.6, 3.1 * len(series)), squeeze=False)
+    handles = {}
+    nonpositive = []
+    for i, s in enumerate(series):
+        row = [x for x in groups if x[0] is s]
+        ys = []
+        for x in row:
+            med, lo, hi = per_line(x[4])
+            ys += [v for v in (med, lo, hi) if math.isfinite(v) and v > 0]
+        for j, op in enumerate(ops):
+            ax = axes[i][j]
+            fps = sorted({x[3] for x in row if x[1] == op})
+            title = f"{op}: {MEMTYPE_OP_WHAT[op]}" + (f"\n{s.label}" if len(series) > 1 else "")
+            if not fps:
+                empty_panel(ax, title, "not measured")
+                continue
+            width = 0.8 / len(MEMTYPES)
+            for fi_, f in enumerate(fps):
+                for k, mt in enumerate(MEMTYPES):
+                    g = r.group(s, f"{op}_{mt}", f)
+                    xp = fi_ - 0.4 + width * (k + 0.5)
+                    if g is None:
+                        continue
+                    med, lo, hi = per_line(g)
+                    if not math.isfinite(med) or med <= 0:
+                        why = g.status if not g.has_samples else "≤0"
+                        if g.has_samples:
+                            nonpositive.append(f"{op}_{mt} {size_label(f)} {s.label}")
+                        ax.annotate(why, (xp, 0), xycoords=("data", "axes fraction"), xytext=(0, 3), textcoords="offset points",
+                                    ha="center", va="bottom", fontsize=7, rotation=90, color=MEMTYPE_COLOR[mt])
+                        continue
+                    lo = lo if math.isfinite(lo) and lo > 0 else med
+                    hi = hi if math.isfinite(hi) else med
+                    bar = ax.bar(xp, med, width * 0.9, color=MEMTYPE_COLOR[mt], yerr=[[med - lo], [hi - med]], capsize=2,
+                                 error_kw={"lw": 0.8})
+                    handles[f"{mt.upper()}: {MEMTYPE_WHAT[mt]}"] = bar
+            ax.set_xticks(range(len(fps)))
+            ax.set_xticklabels([size_label(f) for f in fps])
+            ax.set_xlim(-0.5, len(fps) - 0.5)
+            ax.set_xlabel("buffer footprint [bytes]")
+            ax.set_yscale("log")
+            log_limits(ax, ys)
+            ticks_125(ax.yaxis, cycles_label)
+            ax.set_title(title, fontsize=9)
+            ax.grid(axis="x", visible=False)
+            if j == 0:
+                ax.set_ylabel("median net cost per 64-byte line\n[TSC cycles, log]")
+    khz = r.tsc_khz()
+    if khz:
+        # Per line, ns reads better than the cell figures' µs.
+        per_ns = khz / 1e6
+        for i in range(len(series)):
+            sec = axes[i][len(ops) - 1].secondary_yaxis("right", functions=(lambda c: np.asarray(c, dtype=float) / per_ns,
+                                                                             lambda ns: np.asarray(ns, dtype=float) * per_ns))
+            sec.set_ylabel(f"ns per line (TSC {khz / 1e6:.2f} GHz)", fontsize=8)
+            ticks_125(sec.yaxis)
+    fig.suptitle("Cost per cache line by memory type (median; whiskers: 95% bootstrap interval)", fontsize=11)
+    fig.tight_layout()
+    legend_below(fig, list(handles.values()), list(handles.keys()))
+    if nonpositive:
+        notes.append("memtypes: medians at or below 0 net cycles have no bar on a log axis: " + ", ".join(nonpositive[:8])
+                     + (" ..." if len(nonpositive) > 8 else ""))
+    save(fig, out, "memtypes", written)
+
+
 # ---- the written report --------------------------------------------------------------------------
 
 class Doc:
@@ -844,6 +1353,9 @@ FIGURE_CAPTIONS = {
     "distributions": "Every repetition of every cell; red x: flagged outliers (kept).",
     "exit_attribution": "Where KVM's work went in each cell.",
     "ratios": "Ratio of medians to the baseline series with 95% intervals.",
+    "memtypes": "Cost per 64-byte line by memory type (WB, WC, UC) for reads, writes and reads after CLFLUSH (median; bars: 95% interval).",
+    "neighbour_timeline": "The host neighbour's pointer-chase latency and streaming throughput per slice, with the guest's paced steps shaded; dashed: median over the idle steps.",
+    "neighbour_slowdown": "The neighbour's slowdown per guest step against the idle steps (95% interval); filled and starred: significant.",
 }
 
 
@@ -941,6 +1453,7 @@ def caveats(r):
         if g.has_samples and g.median <= 0:
             out.append(f"{g.pattern} {size_label(g.footprint)} on {g.series.label}: median net cost {g.median:.0f} cycles, at or below the "
                        "measured empty bracket: below what this bracket resolves.")
+    out += neighbour_caveats(r)
     if mannwhitneyu is None:
         out.append("scipy is not installed: no Mann-Whitney p-values in this report (apt-get install python3-scipy).")
     return out
@@ -1015,6 +1528,202 @@ def fmt_p(p):
     return f"{p:.4f}" if p >= 1e-4 else f"{p:.1e}"
 
 
+def neighbour_caveats(r):
+    out = []
+    if not r.neighbour:
+        return out
+    out.append("neighbour: slices are consecutive, not independent: one flush burst can slow several in a row, so the "
+               "intervals and p-values are optimistic for bursty effects; they rank the steps, they are not exact error rates.")
+    for fi, run in r.neighbour:
+        name = f"{os.path.basename(r.paths[fi])} neighbour run {run.get('run', '?')}"
+        if neighbour_emulated(r, fi, run):
+            out.append(f"{name}: backend {run.get('backend', '?')} is emulated (QEMU TCG): the guest's WBINVD and CLFLUSH are "
+                       "no-ops there, so the neighbour sees no flush; the figures show the method, not an effect.")
+        if run.get("capped"):
+            out.append(f"{name}: capped: the neighbour stopped slicing when too many slices were held; later steps have no slices.")
+        windows = run.get("windows") or []
+        if windows and not any(w.get("rate") == "idle" for w in windows):
+            out.append(f"{name}: no idle step, so no baseline: add idle:MS to --pace.")
+        for w in windows:
+            eff = w.get("effect") or {}
+            late, ops = int(num(w.get("late")) if math.isfinite(num(w.get("late"))) else 0), w.get("ops", "?")
+            if late > 0:
+                out.append(f"{name}: step {w.get('label', '?')} ({w.get('mode', '?')}): {late} of {ops} operations started late: "
+                           "the guest could not keep the asked rate; see the achieved rate.")
+            pre = int(num(eff.get("preempted"))) if math.isfinite(num(eff.get("preempted"))) else 0
+            if pre > 0:
+                out.append(f"{name}: step {w.get('label', '?')}: {pre} of {eff.get('slices', '?')} slices had the neighbour preempted "
+                           "by the host scheduler: kept, but their time includes time off the CPU.")
+            if eff.get("note") and not isinstance(eff.get("slowdown"), dict):
+                out.append(f"{name}: step {w.get('label', '?')} ({w.get('mode', '?')}): {eff['note']}")
+        base = idle_medians(run)
+        slow = {m: v[0] for m, v in base.items() if math.isfinite(v[0]) and v[0] > 100}
+        if slow:
+            out.append(f"{name}: the idle pointer chase takes {', '.join(f'{v:.0f} ns ({m})' for m, v in slow.items())} per load, "
+                       "typical of memory rather than of a last-level-cache hit (tens of ns): the neighbour's buffer "
+                       f"({bytes_iec(run.get('buffer_bytes'))}) is not cache-resident, so a flush has little of it to evict; "
+                       "a smaller --neighbour-bytes would show flushes more clearly.")
+    # Paced steps that did not finish (or failed) have no window: say which.
+    for fi, c in r.paced:
+        pace = c.get("pace") or {}
+        if c.get("status", "ok") != "ok" or not pace.get("finished", True):
+            out.append(f"{os.path.basename(r.paths[fi])}: paced step {pace.get('label', c.get('pattern', '?'))} ({c.get('mode', '?')}) "
+                       f"{c.get('status', '?')}{', unfinished' if not pace.get('finished', True) else ''}"
+                       + (f" ({c['reason']})" if c.get("reason") else "") + ": not among the neighbour's windows.")
+    return out
+
+
+def neighbour_rows(run):
+    rows = []
+    for w in sorted(run.get("windows") or [], key=lambda w: num(w.get("start_s"))):
+        eff = w.get("effect") or {}
+        chase = eff.get("chase_ns") if isinstance(eff.get("chase_ns"), dict) else {}
+        ci = chase.get("median_ci") if isinstance(chase.get("median_ci"), dict) else {}
+        med = num(chase.get("median"))
+        med_txt = "n/a" if not math.isfinite(med) else f"{med:.1f} [{fmt_num(num(ci.get('lo')), '.1f')}, {fmt_num(num(ci.get('hi')), '.1f')}]"
+        test = eff.get("chase_test") if isinstance(eff.get("chase_test"), dict) else {}
+        p = num(test.get("p"))
+        sd = num((eff.get("slowdown") or {}).get("estimate")) if isinstance(eff.get("slowdown"), dict) else math.nan
+        if not isinstance(eff.get("slowdown"), dict) or not math.isfinite(sd):
+            verdict = "n/a" + (f": {eff['note']}" if eff.get("note") else "")
+        elif w.get("rate") == "idle":
+            verdict = "idle (drift check): " + ("significant drift" if eff.get("significant") else "no significant drift")
+        elif eff.get("significant"):
+            verdict = "significant" + (" (faster than idle)" if sd < 1 else "")
+        else:
+            verdict = "no significant effect"
+        verdict = w.get("verdict") or verdict  # flushbench's own, which also weighs the idle steps' drift
+        late = int(num(w.get("late"))) if math.isfinite(num(w.get("late"))) else 0
+        rows.append([w.get("label", "?"), w.get("mode", "?"), window_rate(w), f"{w.get('ops', 'n/a')}" + (f" ({late} late)" if late else ""),
+                     eff.get("slices", "n/a"), med_txt, fmt_interval(eff.get("slowdown")), fmt_interval(eff.get("stream_ratio")),
+                     fmt_p(p) if math.isfinite(p) else "n/a", verdict])
+    return rows
+
+
+def neighbour_reading(run):
+    """One line in plain English: the largest significant slowdown, or that there was none."""
+    steps = [w for w in run.get("windows") or [] if w.get("rate") != "idle" and isinstance((w.get("effect") or {}).get("slowdown"), dict)]
+    if not steps:
+        return "No paced step could be compared with an idle step."
+
+    def sd(w, k="estimate"):
+        return num(w["effect"]["slowdown"].get(k))
+    def beyond(w, direction):  # flushbench's verdict counts an effect only beyond the idle steps' drift
+        if "verdict" in w:
+            return str(w["verdict"]).startswith(direction)
+        return w["effect"].get("significant") and math.isfinite(sd(w)) and (sd(w) > 1) == (direction == "slower")
+    slower = [w for w in steps if beyond(w, "slower")]
+    faster = [w for w in steps if beyond(w, "faster")]
+    if slower:
+        w = max(slower, key=sd)
+        sr = num((w["effect"].get("stream_ratio") or {}).get("estimate"))
+        text = (f"Largest significant slowdown: during {w.get('label', '?')} ({w.get('mode', '?')}, {window_rate(w)}) the neighbour's "
+                f"dependent loads took {(sd(w) - 1) * 100:.1f}% longer than while the guest idled "
+                f"(95% CI {(sd(w, 'lo') - 1) * 100:+.1f}% to {(sd(w, 'hi') - 1) * 100:+.1f}%)"
+                + (f", and it streamed at {sr:.3f}× its idle rate." if math.isfinite(sr) else "."))
+    else:
+        text = "No step slowed the neighbour significantly" + (" beyond the idle steps' own drift." if any("verdict" in w for w in steps) else ".")
+    if faster:
+        text += (" Significantly faster than idle: " + ", ".join(f"{w.get('label', '?')} (×{sd(w):.3f})" for w in faster)
+                 + ": a flush is not expected to speed the neighbour up, so this more likely reflects drift between the steps and the idle baseline.")
+    idle = [w for w in run.get("windows") or [] if w.get("rate") == "idle" and (w.get("effect") or {}).get("significant")]
+    if idle:
+        text += " The idle steps themselves differ significantly from their pooled median (drift): small effects are not trustworthy here."
+    return text
+
+
+def neighbour_section(d, r):
+    if not r.neighbour:
+        return
+    d.h(2, "Neighbour")
+    d.p("A host thread pinned to another CPU keeps its buffer cache-resident and probes it in consecutive time slices: half a "
+        "slice chasing pointers (ns per dependent load), half streaming (GB/s). Each paced guest step is a window of host time; "
+        "its slices are compared with the pooled slices of the idle steps in the same mode. Slowdown = median ns/load ÷ idle "
+        "median (above 1: slower); stream ratio = median GB/s ÷ idle median (below 1: slower); p: two-sided Mann-Whitney on "
+        f"ns/load; significant: p < 0.05 and the slowdown interval excludes 1. A verdict of \"slower\" also needs the whole interval "
+        f"beyond the idle steps' own drift. Intervals: {LEVEL:.0%} bootstrap, from flushbench.")
+    for path, doc in zip(r.paths, r.docs):
+        wb = ((doc.get("context", {}).get("flushbench", {}).get("regime") or {}).get("wbinvd")) or {}
+        if isinstance(wb, dict) and wb:
+            d.ul([f"{os.path.basename(path)}: guest WBINVD, coherent: {wb.get('coherent', '?')}",
+                  f"non-coherent: {wb.get('noncoherent', '?')}",
+                  f"non-coherent mode on that host: {'reachable' if wb.get('noncoherent_reachable') else 'not reachable'} ({wb.get('how', '?')})"])
+    for fi, run in r.neighbour:
+        d.h(3, run_title(r, fi, run, short=True))
+        rows = neighbour_rows(run)
+        if rows:
+            d.table(["step", "mode", "achieved rate", "ops", "slices", "median ns/load [95% CI]", "slowdown [95% CI]",
+                     "stream ratio [95% CI]", "p", "verdict"], rows)
+            d.p(neighbour_reading(run))
+        else:
+            d.p("No paced step finished in this run: nothing to compare.")
+
+
+def memtype_section(d, r):
+    regimes = []
+    for path, doc in zip(r.paths, r.docs):
+        regime = doc.get("context", {}).get("flushbench", {}).get("regime")
+        if regime is None:
+            continue
+        items = [("memtype", regime["memtype"])] if isinstance(regime, dict) and "memtype" in regime else \
+            (regime.items() if isinstance(regime, dict) else [("", regime)])
+        for key, v in items:
+            if isinstance(v, dict):
+                text = str(v.get("expected", "?")) + (f" ({v['reason']})" if v.get("reason") else "")
+            else:
+                text = str(v)
+            regimes.append(f"{os.path.basename(path)}: expected regime{f' ({key})' if key and key != 'memtype' else ''}: {text}")
+    groups = memtype_groups(r)
+    if not groups and not regimes:
+        return
+    d.h(2, "Memory types")
+    d.p("Each memory-type cell reads or writes (or reads after dirtying and CLFLUSHing) a buffer the guest maps write-back (WB), "
+        "write-combining (WC) or uncacheable (UC). Cost per line = median net TSC cycles ÷ (footprint ÷ line size).")
+    d.ul(regimes)
+    if not groups:
+        d.p("No memory-type cells in these results.")
+        return
+    rows = []
+    for s, op, mt, f, g in groups:
+        med, lo, hi = per_line(g)
+        khz = next(iter(s.tsc_khz)) if len(s.tsc_khz) == 1 else None
+        if not g.has_samples:
+            reason = "; ".join(sorted({c.get("reason", "") for c in g.cells if c.get("reason")}))
+            rows.append([op, mt.upper(), size_label(f), s.label, g.status + (f" ({reason})" if reason else ""), 0, "n/a", "n/a", "n/a"])
+            continue
+        rows.append([op, mt.upper(), size_label(f), s.label, g.status, len(g.net), fmt_num(med, ".1f"),
+                     f"[{fmt_num(lo, '.1f')}, {fmt_num(hi, '.1f')}]", fmt_num(med * 1e6 / khz, ".2f") if khz else "n/a"])
+    d.table(["operation", "memory type", "footprint", "series", "status", "n", "cycles/line (median)", "95% CI", "ns/line"], rows)
+    ratios, significant = [], []
+    for s in r.series:
+        for op in MEMTYPE_OPS:
+            for f in r.footprints(f"{op}_wb"):
+                gwb = r.group(s, f"{op}_wb", f)
+                if gwb is None:
+                    continue
+                row = [op, size_label(f), s.label]
+                for mt in ("uc", "wc"):
+                    g = r.group(s, f"{op}_{mt}", f)
+                    if g is None or len(g.net) < 2 or len(gwb.net) < 2:
+                        row += ["n/a", "n/a"]
+                        continue
+                    est, ci = ratio_ci(g.net, gwb.net)
+                    pv = u_test(g.net, gwb.net)
+                    row += [f"{fmt_num(est)} {fmt_ci(ci) if fmt_ci(ci) != '-' else '[n/a]'}", fmt_p(pv) if pv is not None else "n/a"]
+                    if pv is not None and pv < 0.05 and all(math.isfinite(v) for v in ci) and not ci[0] <= 1 <= ci[1]:
+                        significant.append(f"{op} {size_label(f)} {mt.upper()}/WB ×{est:.3g}")
+                ratios.append(row)
+    if ratios:
+        d.p("Ratios of medians to write-back at the same footprint (same operation, same series), with 95% bootstrap intervals "
+            "and two-sided Mann-Whitney p.")
+        d.table(["operation", "footprint", "series", "UC / WB [95% CI]", "p", "WC / WB [95% CI]", "p"], ratios)
+        if significant:
+            d.p("Significantly different from write-back (p < 0.05, interval excludes 1): " + ", ".join(significant) + ".")
+        else:
+            d.p("No memory type differed significantly from write-back in these cells: the mapping's memory type made no "
+                "measurable difference here.")
+
+
 def write_report(r, out, written, notes, ratios):
     d = Doc()
     title = "flushbench report"
@@ -1036,6 +1745,8 @@ def write_report(r, out, written, notes, ratios):
     for name in written:
         d.img(name, FIGURE_CAPTIONS.get(name, name))
     d.h(2, "Cells")
+    if not r.groups:
+        d.p("No (pattern, footprint) cells in these results" + (": only paced guest steps, which are in the Neighbour section." if r.paced else "."))
     d.table(["pattern", "footprint", "series", "status", "n", "median [cycles]", "95% CI", "median time", "cycles/line",
              "p5", "p95", "CV", "outliers"], cell_rows(r))
     ncc, gn = derived_rows(r)
@@ -1053,6 +1764,8 @@ def write_report(r, out, written, notes, ratios):
         d.table(["pattern", "footprint", "series", "baseline", "ratio", "95% CI", "p (Mann-Whitney)", "significant"],
                 [[x["pattern"], size_label(x["footprint"]), x["series"].label, x["baseline"].label, fmt_ratio(x["ratio"]), fmt_ci(x["ci"]),
                   fmt_p(x["p"]), "yes" if x["p"] is not None and x["p"] < 0.05 else "no"] for x in ratios])
+    memtype_section(d, r)
+    neighbour_section(d, r)
     with open(os.path.join(out, "report.md"), "w", encoding="utf-8") as f:
         f.write(d.markdown())
     with open(os.path.join(out, "report.html"), "w", encoding="utf-8") as f:
@@ -1086,12 +1799,25 @@ def main(argv):
     if not os.access(args.out, os.W_OK):
         die(f"{args.out} is not writable: choose another --out")
     written, notes = [], []
-    fig_cost_vs_footprint(r, args.out, written, notes)
-    fig_modes_bars(r, args.out, written, notes, parse_sizes(args.footprints) if args.footprints else None)
-    fig_distributions(r, args.out, written, notes)
-    fig_exit_attribution(r, args.out, written, notes)
-    ratios = ratio_rows(r) if len(r.series) > 1 else []
-    fig_ratios(r, args.out, written, notes, ratios)
+    ratios = []
+    if r.groups:
+        fig_cost_vs_footprint(r, args.out, written, notes)
+        fig_modes_bars(r, args.out, written, notes, parse_sizes(args.footprints) if args.footprints else None)
+        fig_distributions(r, args.out, written, notes)
+        fig_exit_attribution(r, args.out, written, notes)
+        ratios = ratio_rows(r) if len(r.series) > 1 else []
+        fig_ratios(r, args.out, written, notes, ratios)
+        fig_memtypes(r, args.out, written, notes)
+    else:
+        notes.append("cost_vs_footprint, modes_bars, distributions, exit_attribution, ratios, memtypes: no cells"
+                     + (f": these results hold only paced guest steps ({len(r.paced)}), which are not (pattern, footprint) cells"
+                        if r.paced else "") + "; no figures.")
+    if r.paced and r.groups:
+        notes.append(f"{len(r.paced)} paced guest steps (cells with a pace object) are not (pattern, footprint) cells: "
+                     "left out of the cell figures and tables" + ("; see the Neighbour section." if r.neighbour else
+                                                                  "; without a neighbour (--neighbour) nothing compares them."))
+    fig_neighbour_timeline(r, args.out, written, notes)
+    fig_neighbour_slowdown(r, args.out, written, notes)
     cav = write_report(r, args.out, written, notes, ratios)
     print(f"{PROG}: {len(written)} figures ({', '.join(written)}) and report.md, report.html in {args.out}; {len(cav)} caveats")
     return 0

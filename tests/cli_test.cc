@@ -476,6 +476,15 @@ const BadInput kBadInputs[] = {
     {"vfio_on_qemu_backend", {"--backend", "qemu-tcg", "--vfio", "/dev/null"}, kExitUsage, {"--vfio"}, BadInput::qemu},
     {"vfio_pci_on_kvm_backend", {"--backend", "kvm", "--vfio-pci", "0000:00:01.0"}, kExitUsage, {"--vfio-pci"}, BadInput::kvm},
     {"migrate_on_qemu_backend", {"--backend", "qemu-tcg", "--migrate-ms", "5"}, kExitUsage, {"--migrate-ms"}, BadInput::qemu},
+    {"neighbour_on_a_cpu_we_cannot_use", {"--neighbour", "4096"}, kExitUsage, {"--neighbour 4096", "auto"}},
+    {"neighbour_without_idle_baseline", {"--neighbour", "auto", "--pace", "wbinvd@10:100"}, kExitUsage, {"idle step"}},
+    {"neighbour_with_migration", {"--backend", "kvm", "--neighbour", "auto", "--migrate-ms", "5"}, kExitUsage, {"--migrate-ms"},
+     BadInput::kvm},
+    {"neighbour_noncoherent_without_vfio", {"--backend", "kvm", "--neighbour", "auto", "--mode", "both"}, kExitEnvironment,
+     {"--vfio", "snoop control"}, BadInput::kvm},
+    {"patterns_none_without_pace", {"--patterns", "none"}, kExitUsage, {"nothing to run"}},
+    {"bad_pace_rate", {"--pace", "wbinvd@fast:100"}, kExitUsage, {"'wbinvd@fast:100'"}},
+    {"pace_on_native", {"--backend", "native", "--pace", "idle:100"}, kExitUsage, {"--pace", "guest"}},
 };
 
 INSTANTIATE_TEST_SUITE_P(Run, CliBadInput, ::testing::ValuesIn(kBadInputs),
@@ -682,6 +691,74 @@ TEST_F(CliTest, DuplicateFootprintsAreRejected) {
     ProcResult r = run_cmd(args, 60s);
     EXPECT_EQ(r.code, kExitUsage) << describe(args, r);
     EXPECT_FALSE(fs::exists(out));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The host neighbour during paced guest steps (issue: what a guest's flushes cost the rest of
+// the host): slices on another CPU, matched to the steps' windows, compared with idle.
+
+TEST_F(CliTest, KvmNeighbourRunMatchesSlicesToPacedSteps) {
+    REQUIRE_KVM();
+    fs::path out = dir_ / "nb.json";
+    std::vector<std::string> args = {kBin, "run", "--backend", "kvm", "--neighbour", "auto", "--pace", "idle:300,wbinvd@100:300,wbinvd@max:300,idle:300",
+                                     "--pace-footprint", "4K", "--out", out.string()};
+    ProcResult r = run_cmd(args, 120s);
+    ASSERT_EQ(r.code, kExitOk) << describe(args, r);
+    auto doc = load_json(out);
+    ASSERT_TRUE(doc) << describe(args, r);
+    // Four paced cells, no measured ones (--neighbour implies --patterns none).
+    ASSERT_EQ((*doc)["flushbench_cells"].size(), 4u);
+    std::vector<std::string> labels;
+    for (const auto& c : (*doc)["flushbench_cells"]) {
+        ASSERT_TRUE(c.contains("pace")) << c.value("name", "?");
+        EXPECT_EQ(c.value("status", ""), "ok") << c.value("name", "?");
+        EXPECT_TRUE(c["pace"].value("finished", false));
+        labels.push_back(c["pace"].value("label", ""));
+    }
+    EXPECT_EQ(labels, (std::vector<std::string>{"idle", "wbinvd@100", "wbinvd@max", "idle"}));
+    const json& paced100 = (*doc)["flushbench_cells"][1]["pace"];
+    EXPECT_GT(paced100.value("ops", uint64_t{0}), 10u);  // 100/s for 0.3 s: about 30
+    EXPECT_LT(paced100.value("ops", uint64_t{0}), 60u);
+    EXPECT_TRUE(contains((*doc)["benchmarks"][0].value("name", ""), "idle/")) << (*doc)["benchmarks"][0].dump();
+
+    ASSERT_TRUE(doc->contains("flushbench_neighbour")) << describe(args, r);
+    const json& nb = (*doc)["flushbench_neighbour"];
+    ASSERT_EQ(nb.size(), 1u);
+    EXPECT_NE(nb[0].value("cpu", -1), nb[0].value("vcpu_cpu", -1));
+    EXPECT_LE(nb[0].value("buffer_bytes", uint64_t{0}), 16u << 20);  // half the LLC, at most 16 MiB
+    size_t slices = nb[0]["slices"]["start_s"].size();
+    EXPECT_GT(slices, 80u);  // 1.2 s of steps in 10 ms slices, plus boot
+    const json& windows = nb[0]["windows"];
+    ASSERT_EQ(windows.size(), 4u);
+    double last_end = 0;
+    for (const auto& w : windows) {
+        EXPECT_GE(w.value("start_s", -1.0), last_end) << w.dump().substr(0, 300);
+        EXPECT_GT(w.value("end_s", 0.0), w.value("start_s", 0.0));
+        last_end = w.value("end_s", 0.0);
+        const json& e = w["effect"];
+        EXPECT_GE(e.value("slices", 0), 20) << w.value("label", "?");  // ~30 whole slices in 300 ms
+        EXPECT_TRUE(e.contains("slowdown")) << e.dump().substr(0, 300);
+        EXPECT_TRUE(e["slowdown"]["estimate"].is_number());
+    }
+    EXPECT_TRUE(windows[0].value("baseline", false));
+    EXPECT_TRUE(contains(r.err, "pointer-chase slowdown vs guest idle")) << r.err;
+    EXPECT_TRUE((*doc)["context"]["flushbench"].contains("regime"));
+}
+
+TEST_F(CliTest, QemuTcgRunsPacedStepsAsEmulated) {
+    REQUIRE_QEMU();
+    fs::path out = dir_ / "tcg-paced.json";
+    std::vector<std::string> args = {kBin, "run", "--backend", "qemu-tcg", "--patterns", "none", "--pace", "idle:100,wbinvd@1000:200",
+                                     "--out", out.string(), "--quiet"};
+    ProcResult r = run_cmd(args, 60s);
+    ASSERT_EQ(r.code, kExitOk) << describe(args, r);
+    auto doc = load_json(out);
+    ASSERT_TRUE(doc);
+    ASSERT_EQ((*doc)["flushbench_cells"].size(), 2u);
+    const json& w = (*doc)["flushbench_cells"][1];
+    EXPECT_TRUE(w.value("emulated", false));
+    EXPECT_GT(w["pace"].value("ops", uint64_t{0}), 0u);
+    EXPECT_FALSE(doc->contains("flushbench_neighbour"));  // paced steps alone: no neighbour section
 }
 
 }  // namespace

@@ -91,7 +91,10 @@ INSTANTIATE_TEST_SUITE_P(BadInput, ConfigRejects,
                                            Bad{"warmup=-1", "-1"}, Bad{"phases=9", "9"},
                                            Bad{"colour=blue", "colour=blue"}, Bad{"reps=3 stray", "stray"},
                                            Bad{"reps=", "reps="}, Bad{"pmu=maybe", "pmu=maybe"},
-                                           Bad{"skip=nosuch", "nosuch"}),
+                                           Bad{"skip=nosuch", "nosuch"}, Bad{"pace=wbinvd:2000", "wbinvd:2000"},
+                                           Bad{"pace=wbinvd@0:2000", "wbinvd@0:2000"}, Bad{"pace=idle:5", "idle:5"},
+                                           Bad{"pace=wbinvd@fast:100", "wbinvd@fast:100"}, Bad{"pace=nosuch@10:100", "nosuch@10:100"},
+                                           Bad{"pace_footprint=4X", "pace_footprint=4X"}, Bad{"tsc_khz=5", "tsc_khz=5"}),
                          [](const ::testing::TestParamInfo<Bad>& param) { return std::to_string(param.index); });
 
 TEST(Config, ResolvesLlcMultiples) {
@@ -102,6 +105,33 @@ TEST(Config, ResolvesLlcMultiples) {
     EXPECT_FALSE(ok);  // LLC unknown: the guest reports the cell unsupported instead of guessing
     EXPECT_EQ(resolve_footprint({4096, 0}, 0, ok), 4096u);
     EXPECT_TRUE(ok);
+}
+
+TEST(Config, PaceStepsFollowTheCellsOfEveryPhase) {
+    Config c;
+    ConfigError e = parse_config("patterns=wbinvd footprints=4K,1M pace=idle:2000,wbinvd@100:1500,clflush@max:10 "
+                                 "pace_footprint=1xLLC tsc_khz=2445000 phases=3", c);
+    ASSERT_EQ(e.message, nullptr) << e.message;
+    ASSERT_EQ(c.pace_count, 3u);
+    EXPECT_TRUE(c.pace[0].idle);
+    EXPECT_EQ(c.pace[0].ms, 2000u);
+    EXPECT_STREQ(kPatterns[c.pace[1].pattern].name, "wbinvd");
+    EXPECT_EQ(c.pace[1].rate_hz, 100u);
+    EXPECT_FALSE(c.pace[1].idle);
+    EXPECT_EQ(c.pace[2].rate_hz, 0u);  // max: back to back
+    EXPECT_EQ(c.pace[2].ms, 10u);
+    EXPECT_EQ(c.pace_footprint.llc_times, 1u);
+    EXPECT_EQ(c.tsc_khz, 2445000u);
+    EXPECT_EQ(cells_per_phase(c), 2u + 3u);  // wbinvd at two footprints, then three paced steps
+}
+
+TEST(Config, PatternsNoneLeavesOnlyThePacedSteps) {
+    Config c;
+    ASSERT_EQ(parse_config("patterns=none pace=idle:100", c).message, nullptr);
+    EXPECT_EQ(c.pattern_count, 0u);
+    EXPECT_EQ(cells_per_phase(c), 1u);
+    ASSERT_EQ(parse_config("patterns=none", c).message, nullptr);
+    EXPECT_EQ(cells_per_phase(c), 0u);  // the host refuses to boot for nothing
 }
 
 TEST(Patterns, NamesAreUniqueAndFindable) {

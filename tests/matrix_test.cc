@@ -61,15 +61,48 @@ TEST(Matrix, NonAsciiIsRefusedWithItsPosition) {
 TEST(Matrix, DefaultSplitsWholeCacheAndPerLinePatterns) {
     Matrix m = load_matrix(shipped("default"));
     auto runs = m.expand();
-    ASSERT_EQ(runs.size(), 4u);  // (best guest backend, native) x (whole-cache, per-line)
+    // Best guest backend: whole-cache, per-line, memory types, neighbour; native: all but the
+    // neighbour (paced steps need a guest).
+    ASSERT_EQ(runs.size(), 7u);
     EXPECT_EQ(runs[0].options.backend, "auto");
-    EXPECT_EQ(runs[2].options.backend, "native");
+    EXPECT_EQ(runs[4].options.backend, "native");
+    EXPECT_EQ(runs[2].options.patterns, "memtypes");
+    EXPECT_EQ(runs[3].options.neighbour, "auto");
+    EXPECT_EQ(runs[3].options.patterns, "none");
+    EXPECT_EQ(runs[3].options.pace, kDefaultPace);
     EXPECT_EQ(runs[0].options.patterns, "nop,cpuid,pio,dirty,wbinvd,wbnoinvd");
     EXPECT_EQ(runs[1].options.footprints, "0,4K,64K,1M");
     EXPECT_EQ(runs[0].options.reps, 31u);
     EXPECT_TRUE(has(runs[0].counters, "cycles"));
     auto args = runs[1].cli_args();
     EXPECT_TRUE(has(args, "--patterns") && has(args, "clflush,clflushopt,clwb")) << ::testing::PrintToString(args);
+}
+
+TEST(Matrix, NeighbourSetsCarryTheirPaceAndAreCheckedByTheGuestParser) {
+    Matrix m = parse_matrix(R"(
+backends = ["kvm", "native"]
+[[set]]
+name = "n"
+neighbour = 1
+pace = ["idle:500", "wbinvd@100:500"]
+pace_footprint = "64K"
+slice_ms = 5
+)", "n.toml");
+    auto runs = m.expand();
+    ASSERT_EQ(runs.size(), 1u);  // no native run of paced steps
+    EXPECT_EQ(runs[0].options.neighbour, "1");
+    EXPECT_EQ(runs[0].options.pace, "idle:500,wbinvd@100:500");
+    EXPECT_EQ(runs[0].options.pace_footprint, "64K");
+    EXPECT_EQ(runs[0].options.slice_ms, 5u);
+    auto args = runs[0].cli_args();
+    EXPECT_TRUE(has(args, "--neighbour") && has(args, "--pace")) << ::testing::PrintToString(args);
+    try {
+        parse_matrix("[[set]]\nneighbour = \"auto\"\npace = [\"idle:500\", \"wbinvd@fast:500\"]\n", "bad.toml");
+        FAIL() << "accepted";
+    } catch (const MatrixError& e) {
+        EXPECT_NE(std::string(e.what()).find("bad.toml:3:"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("wbinvd@fast:500"), std::string::npos) << e.what();
+    }
 }
 
 TEST(Matrix, FullRunsBothModesInOneVmPerPlacement) {

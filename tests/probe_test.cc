@@ -2,6 +2,7 @@
 // machine itself, independently of probe.cc, and checks the probe agrees; nothing machine-specific
 // is hard-coded, so the same tests hold on a VMX, SVM or PVM host, with or without VFIO.
 #include "host/probe.h"
+#include "host/regime.h"
 
 #include <fcntl.h>
 #include <linux/kvm.h>
@@ -417,6 +418,30 @@ TEST_F(FakeHost, NothingAtAllStillAnswersEveryLine) {
     }
     EXPECT_TRUE(contains(cap(caps, "iommu_snoop_control").detail, "no IOMMU units in")) << cap(caps, "iommu_snoop_control").detail;
     EXPECT_TRUE(contains(cap(caps, "kvm").detail, "flavour=none"));
+}
+
+// The fake host is Intel with kvm_intel loaded and an mtty mdev type: the EPT rules apply and the
+// non-coherent mode is one mdev away.
+TEST_F(FakeHost, RegimeFollowsTheKvmFlavourAndTheNonCoherentSources) {
+    auto r = host_regime(o_);
+    EXPECT_TRUE(r["wbinvd"]["noncoherent_reachable"].get<bool>());
+    EXPECT_TRUE(contains(r["wbinvd"]["how"].get<std::string>(), "mtty/mtty-2")) << r["wbinvd"]["how"];
+    EXPECT_TRUE(contains(r["wbinvd"]["noncoherent"].get<std::string>(), "wbinvd_dirty_mask"));
+    EXPECT_EQ(r["memtype"]["flavour"], "vmx");
+    EXPECT_TRUE(contains(r["memtype"]["coherent"].get<std::string>(), "forced write-back"));
+    EXPECT_TRUE(contains(r["memtype"]["noncoherent"].get<std::string>(), "honoured"));
+    std::string text = format_regime(r);
+    EXPECT_TRUE(contains(text, "non-coherent mode here:     reachable")) << text;
+}
+
+TEST_F(FakeHost, RegimeWithoutVfioOrMdevSaysTheModeIsOutOfReach) {
+    fs::remove_all(base_ / "sys/class/mdev_bus");
+    fs::remove_all(base_ / "sys/module");
+    auto r = host_regime(o_);
+    EXPECT_FALSE(r["wbinvd"]["noncoherent_reachable"].get<bool>());
+    EXPECT_TRUE(contains(r["wbinvd"]["how"].get<std::string>(), "flushbench probe"));
+    EXPECT_EQ(r["memtype"]["flavour"], "none");
+    EXPECT_TRUE(contains(r["memtype"]["expected"].get<std::string>(), "memtype cells decide"));
 }
 
 }  // namespace

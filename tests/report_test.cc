@@ -10,6 +10,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -134,6 +135,149 @@ TEST_F(Report, UnreadableInputIsOneLineAndNonZero) {
         EXPECT_EQ(r.status, 2) << r.out;
         EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << r.out;
         EXPECT_NE(r.out.find(f.filename().string()), std::string::npos) << r.out;
+    }
+}
+
+// The sections that need a run of their own: a host neighbour against paced guest steps, and the
+// memory-type cells. Each test runs the real binary into its own directory; exit status 3 means
+// this environment cannot run it (no KVM, no second CPU for the neighbour): skipped, reason printed.
+class ReportOnARun : public ::testing::Test {
+protected:
+    void SetUp() override {
+        if (sh(kPython + " -c 'import matplotlib, numpy'").status != 0)
+            GTEST_SKIP() << "/usr/bin/python3 lacks matplotlib (apt-get install python3-matplotlib)";
+        dir_ = fs::temp_directory_path() / ("fb-report-run-" + std::to_string(getpid()) + "-" +
+                                            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+        fs::remove_all(dir_);
+        fs::create_directories(dir_);
+    }
+    void TearDown() override {
+        if (!dir_.empty()) fs::remove_all(dir_);
+    }
+    // `flushbench run ARGS --quiet --out DIR/NAME`; empty with skip_ set when the environment
+    // cannot run it. Status 1 (a cell hung or crashed) still writes every cell.
+    fs::path run(const std::string& name, const std::string& args) {
+        fs::path out = dir_ / name;
+        Result r = sh(std::string(FLUSHBENCH_BIN) + " run " + args + " --quiet --out " + out.string());
+        if (r.status == 3) {
+            skip_ = "this environment cannot run `flushbench run " + args + "`: " + r.out;
+            std::printf("skipped: %s\n", skip_.c_str());
+            return {};
+        }
+        EXPECT_TRUE(r.status == 0 || r.status == 1) << r.out;
+        EXPECT_TRUE(fs::exists(out)) << r.out;
+        return fs::exists(out) ? out : fs::path();
+    }
+    Result report(const fs::path& results, const fs::path& out) {
+        return sh(kPython + " " + kReport + " " + results.string() + " --out " + out.string());
+    }
+    static void expect_figure(const fs::path& out, const std::string& name) {
+        for (const char* ext : {".svg", ".png"}) {
+            fs::path f = out / (name + ext);
+            EXPECT_TRUE(fs::exists(f) && fs::file_size(f) > 1000) << f;
+        }
+    }
+    fs::path dir_;
+    std::string skip_;
+};
+
+class ReportNeighbour : public ReportOnARun {};
+class ReportMemtypes : public ReportOnARun {};
+
+TEST_F(ReportNeighbour, DrawsTheTimelineAndSlowdownAndWritesTheSection) {
+    fs::path results = run("nb.json", "--neighbour auto --pace idle:300,wbinvd@max:300,idle:300");
+    if (!skip_.empty()) GTEST_SKIP() << skip_;
+    ASSERT_FALSE(results.empty());
+    auto doc = nlohmann::json::parse(slurp(results));
+    ASSERT_TRUE(doc.contains("flushbench_neighbour") && !doc["flushbench_neighbour"].empty()) << "no neighbour in " << results;
+
+    fs::path out = dir_ / "plots";
+    Result r = report(results, out);
+    ASSERT_EQ(r.status, 0) << r.out;
+    expect_figure(out, "neighbour_timeline");
+    expect_figure(out, "neighbour_slowdown");
+    std::string md = slurp(out / "report.md"), page = slurp(out / "report.html");
+    EXPECT_NE(md.find("## Neighbour"), std::string::npos);
+    EXPECT_NE(page.find("<h2>Neighbour</h2>"), std::string::npos);
+    EXPECT_NE(md.find("neighbour_timeline.svg"), std::string::npos);
+    EXPECT_NE(md.find("neighbour_slowdown.svg"), std::string::npos);
+    // A row per step, a verdict and a reading in plain English, and the caveat about slices.
+    EXPECT_NE(md.find("| median ns/load [95% CI] | slowdown [95% CI] | stream ratio [95% CI] | p | verdict |"), std::string::npos) << md;
+    EXPECT_NE(md.find("| wbinvd@max | "), std::string::npos) << md;
+    EXPECT_NE(md.find("| idle | "), std::string::npos) << md;
+    EXPECT_TRUE(md.find("Largest significant slowdown") != std::string::npos ||
+                md.find("No step slowed the neighbour significantly") != std::string::npos) << md;
+    EXPECT_NE(md.find("slices are consecutive, not independent"), std::string::npos);
+    if (doc["flushbench_neighbour"][0].value("backend", "") == "qemu-tcg") {
+        EXPECT_NE(md.find("emulated (QEMU TCG)"), std::string::npos);
+    }
+    // --neighbour implies --patterns none: every cell is a paced step, and none of them is a
+    // (pattern, footprint) cell, so there is no cell figure, only the note saying why.
+    size_t unpaced = 0;
+    for (const auto& c : doc["flushbench_cells"])
+        if (!c.contains("pace")) ++unpaced;
+    if (unpaced == 0) {
+        EXPECT_FALSE(fs::exists(out / "cost_vs_footprint.svg"));
+        EXPECT_FALSE(fs::exists(out / "distributions.svg"));
+        EXPECT_NE(md.find("no cells: these results hold only paced guest steps"), std::string::npos) << md;
+    }
+}
+
+TEST_F(ReportNeighbour, PacedStepsAreNotCells) {
+    // Paced wbinvd@max runs wbinvd at the 64K pace footprint, the same (pattern, footprint) as the
+    // real cell: its operations must not be pooled into that cell, nor the idle step become a nop cell.
+    fs::path results = run("mixed.json", "--patterns wbinvd --footprints 64K --reps 5 --warmup 1 --pace idle:200,wbinvd@max:200");
+    if (!skip_.empty()) GTEST_SKIP() << skip_;
+    ASSERT_FALSE(results.empty());
+    auto doc = nlohmann::json::parse(slurp(results));
+    size_t samples = 0, paced = 0;
+    for (const auto& c : doc["flushbench_cells"]) {
+        if (c.contains("pace")) ++paced;
+        else if (c["pattern"] == "wbinvd" && c["footprint_bytes"] == 65536) samples += c["tsc"].size();
+    }
+    ASSERT_GT(paced, 0u) << "the run wrote no paced steps";
+
+    fs::path out = dir_ / "plots";
+    Result r = report(results, out);
+    ASSERT_EQ(r.status, 0) << r.out;
+    expect_figure(out, "cost_vs_footprint");
+    std::string md = slurp(out / "report.md");
+    // The cell table's wbinvd 64K row counts the real cell's repetitions only.
+    size_t row = md.find("\n| wbinvd | 64K | ");
+    ASSERT_NE(row, std::string::npos) << md;
+    std::string line = md.substr(row + 1, md.find('\n', row + 1) - row - 1);
+    std::vector<std::string> fields;
+    for (size_t at = 0, bar; (bar = line.find(" | ", at)) != std::string::npos; at = bar + 3) fields.push_back(line.substr(at, bar - at));
+    ASSERT_GE(fields.size(), 5u) << line;
+    EXPECT_EQ(fields[4], std::to_string(samples)) << line;
+    EXPECT_EQ(md.find("\n| nop | "), std::string::npos) << "the idle step became a cell:\n" << md;
+    EXPECT_NE(md.find(std::to_string(paced) + " paced guest steps"), std::string::npos) << md;
+    // No memory-type cells here: no memtypes figure, and a note that says so.
+    EXPECT_FALSE(fs::exists(out / "memtypes.svg"));
+    EXPECT_NE(md.find("memtypes: no memory-type cells"), std::string::npos);
+}
+
+TEST_F(ReportMemtypes, DrawsCostPerLineAndWritesTheSection) {
+    fs::path results = run("memtypes.json", "--patterns memtypes --footprints 4K --reps 5 --warmup 1");
+    if (!skip_.empty()) GTEST_SKIP() << skip_;
+    ASSERT_FALSE(results.empty());
+    auto doc = nlohmann::json::parse(slurp(results));
+
+    fs::path out = dir_ / "plots";
+    Result r = report(results, out);
+    ASSERT_EQ(r.status, 0) << r.out;
+    expect_figure(out, "memtypes");
+    std::string md = slurp(out / "report.md"), page = slurp(out / "report.html");
+    EXPECT_NE(md.find("## Memory types"), std::string::npos);
+    EXPECT_NE(page.find("<h2>Memory types</h2>"), std::string::npos);
+    EXPECT_NE(md.find("memtypes.svg"), std::string::npos);
+    for (const char* op : {"read", "write", "rflush"})
+        for (const char* mt : {"WB", "WC", "UC"})
+            EXPECT_NE(md.find(std::string("| ") + op + " | " + mt + " | 4K | "), std::string::npos) << op << " " << mt << "\n" << md;
+    EXPECT_NE(md.find("| UC / WB [95% CI] | p | WC / WB [95% CI] | p |"), std::string::npos) << md;
+    const auto& fb = doc["context"]["flushbench"];
+    if (fb.contains("regime") && fb["regime"].contains("memtype") && fb["regime"]["memtype"].contains("expected")) {
+        EXPECT_NE(md.find("expected regime: " + fb["regime"]["memtype"]["expected"].get<std::string>()), std::string::npos) << md;
     }
 }
 

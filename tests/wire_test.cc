@@ -169,6 +169,58 @@ TEST(RecordStream, ACellLeftOpenIsTheHungOne) {
     EXPECT_EQ(rs.open_cell()->footprint_bytes, 4096u);
 }
 
+// A paced step as the guest streams it: cell with pace and ms, the paced record, samples, end.
+std::string paced_stream(uint64_t id, const char* pace, const std::vector<uint64_t>& tsc, bool with_paced = true) {
+    std::string s = rec(wire::Writer("cell").field("id", id).field("phase", 0).field("pattern", "wbinvd").field("footprint", 65536)
+                            .field("reps", 4096).field("warmup", 0).field("unit", "per-op").field("pace", pace).field("ms", 500));
+    if (with_paced) s += rec(wire::Writer("paced").field("id", id).field("ops", 50).field("late", 1).field("tsc", 1222500000));
+    if (!tsc.empty()) s += rec(wire::Writer("samples").field("id", id).field("seq", 0).list("tsc", tsc.data(), tsc.size()));
+    s += rec(wire::Writer("end").field("id", id).field("status", "ok").field("n", tsc.size()).field("warmup", 0).field("overhead", 40));
+    return s;
+}
+
+TEST(RecordStream, PacedStepsCarryTheirRateCountsAndHostWindow) {
+    RecordStream rs;
+    std::vector<Cell> cells = decode(rs, paced_stream(0, "100", {2500, 2600}) + paced_stream(1, "idle", {}));
+    ASSERT_EQ(cells.size(), 2u);
+    ASSERT_TRUE(cells[0].pace.has_value());
+    EXPECT_EQ(cells[0].status, CellStatus::ok);
+    EXPECT_EQ(cells[0].label(), "wbinvd@100");
+    EXPECT_EQ(cells[0].pace->ms, 500u);
+    EXPECT_TRUE(cells[0].pace->finished);
+    EXPECT_EQ(cells[0].pace->ops, 50u);
+    EXPECT_EQ(cells[0].pace->late, 1u);
+    EXPECT_EQ(cells[0].pace->elapsed_tsc, 1222500000u);
+    EXPECT_GT(cells[0].pace->host_start_ns, 0);
+    EXPECT_GE(cells[0].pace->host_end_ns, cells[0].pace->host_start_ns);
+    // Idle steps time nothing: ok without samples, and named "idle" whatever their pattern.
+    EXPECT_EQ(cells[1].status, CellStatus::ok);
+    EXPECT_EQ(cells[1].label(), "idle");
+    EXPECT_TRUE(cells[1].tsc.empty());
+}
+
+TEST(RecordStream, APacedStepWithoutItsPacedRecordIsCorrupt) {
+    RecordStream rs;
+    std::vector<Cell> cells = decode(rs, paced_stream(0, "max", {2500}, false));
+    ASSERT_EQ(cells.size(), 1u);
+    EXPECT_EQ(cells[0].status, CellStatus::corrupt);  // no window: the neighbour could not be matched
+}
+
+TEST(RecordStream, MalformedPacesAreProtocolErrors) {
+    for (const char* pace : {"0", "fast", "99999999999"}) {
+        RecordStream rs;
+        std::vector<Cell> cells = decode(rs, paced_stream(0, pace, {1}));
+        EXPECT_TRUE(cells.empty()) << pace;
+        EXPECT_GE(rs.health().protocol_errors, 1u) << pace;
+    }
+    RecordStream rs;  // a paced record for an ordinary cell
+    std::string s = rec(wire::Writer("cell").field("id", 0).field("phase", 0).field("pattern", "nop").field("footprint", 0)
+                            .field("reps", 2).field("warmup", 0));
+    s += rec(wire::Writer("paced").field("id", 0).field("ops", 1).field("late", 0).field("tsc", 1));
+    decode(rs, s);
+    EXPECT_EQ(rs.health().protocol_errors, 1u);
+}
+
 TEST(RecordStream, GuestErrorsAreKept) {
     RecordStream rs;
     rs.feed_line(rec(wire::Writer("error").field("msg", "unknown-pattern").field("token", "bogus")));

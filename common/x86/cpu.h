@@ -54,6 +54,7 @@ enum class Feature : uint8_t {
     hypervisor, // 1.ECX[31]
     pdcm,       // 1.ECX[15]: IA32_PERF_CAPABILITIES exists
     perfctr_core, // 0x80000001.ECX[23]: AMD PerfCtrExtCore (six counters at 0xC0010200)
+    self_snoop, // 1.EDX[27]: KVM may honour guest PAT without non-coherent DMA only with it
 };
 
 inline bool has(Feature f) {
@@ -70,6 +71,7 @@ inline bool has(Feature f) {
         case Feature::hypervisor: return cpuid(1).ecx >> 31 & 1;
         case Feature::pdcm: return cpuid(1).ecx >> 15 & 1;
         case Feature::perfctr_core: return max_ext >= 0x80000001 && (cpuid(0x80000001).ecx >> 23 & 1);
+        case Feature::self_snoop: return cpuid(1).edx >> 27 & 1;
     }
     return false;
 }
@@ -86,6 +88,7 @@ inline const char* feature_name(Feature f) {
         case Feature::hypervisor: return "hypervisor";
         case Feature::pdcm: return "pdcm";
         case Feature::perfctr_core: return "perfctr_core";
+        case Feature::self_snoop: return "ss";
     }
     return "?";
 }

@@ -1,0 +1,32 @@
+// Which regime this host is in for the two side effects of losing IOMMU snoop control, from probe
+// facts (KVM flavour, CPU vendor, self-snoop, KVM's quirks, the VFIO files present):
+//
+// - WBINVD: with only coherent VFIO files (or none) KVM traps a guest WBINVD and skips it; with a
+//   non-coherent file attached (an IOMMU without snoop control, or an mdev) it executes WBINVD on
+//   every pCPU in the vCPU's wbinvd_dirty_mask, by IPI, and waits for them.
+// - Memory types: with snoop control, KVM on Intel (EPT) ignores the guest's PAT and maps guest
+//   memory write-back (unless the VMM disables KVM_X86_QUIRK_IGNORE_GUEST_PAT, on CPUs with
+//   self-snoop); with non-coherent DMA it honours the guest's PAT and MTRRs. AMD NPT always
+//   honours the guest's PAT. Other KVMs (shadow paging, kvm_pvm) are not covered by either rule:
+//   the memtype cells decide.
+//
+// The same JSON goes into `flushbench probe --json` and into every results file, so a plot can say
+// what it should show and the measured costs can confirm it.
+#pragma once
+
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "host/probe.h"
+
+namespace fb {
+
+// {"wbinvd": {coherent, noncoherent, noncoherent_reachable, how}, "memtype": {vendor, flavour,
+//   self_snoop, ignore_guest_pat_quirk, coherent, noncoherent, expected, reason}}
+nlohmann::json host_regime(const ProbeOptions& opts = {});
+
+// The probe's "regime" lines, indented under a heading.
+std::string format_regime(const nlohmann::json& regime);
+
+}  // namespace fb
