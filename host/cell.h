@@ -52,6 +52,14 @@ struct Pace {
     int64_t host_start_ns = 0, host_end_ns = 0;
 };
 
+// How a memory-type pattern's buffer was mapped, as the guest read its page table and PAT MSR
+// back: what the guest asked for is what its page table says, whatever KVM then makes of it.
+struct GuestMapping {
+    std::string asked;   // wb, wc, uc (the pattern's memory type)
+    std::string mapped;  // the page table's type after the change
+    uint64_t pat = 0;    // IA32_PAT as the guest read it
+};
+
 struct Cell {
     // Identity.
     std::string pattern;
@@ -76,6 +84,7 @@ struct Cell {
     std::string last_output;     // tail of guest output, kept for hung/crashed cells
     nlohmann::json extra = nlohmann::json::object();  // backend facts: KVM stats deltas, exit counts
     std::optional<Pace> pace;    // set for paced steps
+    std::optional<GuestMapping> mapping;  // set for memory-type cells that ran
 
     // What results and comparisons call the cell: the pattern, or "wbinvd@100", "clflush@max",
     // "idle" for paced steps (which must never pool with the measured cells of the same pattern).

@@ -146,6 +146,8 @@ void RecordStream::handle_record(const wire::Record& r) {
             c.pace = Pace{std::string(view(pace)), uint32_t(ms)};
             c.pace->host_start_ns = monotonic_ns();
         }
+        Str memtype;
+        if (r.get("memtype", memtype)) c.mapping = GuestMapping{std::string(view(memtype)).substr(0, 8), "", 0};
         c.tsc.reserve(reps);
         open_ = std::move(c);
         open_id_ = id;
@@ -205,6 +207,12 @@ void RecordStream::handle_record(const wire::Record& r) {
         if (*status == CellStatus::ok && open_->pace && !open_->pace->finished)
             return close_open(CellStatus::corrupt, "paced step ended without its paced record");
         open_->tsc_overhead = overhead;
+        Str mapped;
+        uint64_t pat = 0;
+        if (open_->mapping && r.get("mapped", mapped) && r.get_u64("pat", pat)) {
+            open_->mapping->mapped = std::string(view(mapped)).substr(0, 8);
+            open_->mapping->pat = pat;
+        }
         Str pmu_reason;
         if (r.get("pmu_reason", pmu_reason)) open_->guest_pmu_unavailable = std::string(view(pmu_reason));
         close_open(*status, r.get("reason", reason) ? std::string(view(reason)) : std::string());

@@ -60,6 +60,8 @@ json cell_to_json(const Cell& c) {
               {"last_output", c.last_output}, {"extra", c.extra}};
     if (c.fault)
         j["fault"] = {{"vector", c.fault->vector}, {"error_code", c.fault->error_code}, {"rip", c.fault->rip}, {"cr2", c.fault->cr2}};
+    if (c.mapping)
+        j["mapping"] = {{"asked", c.mapping->asked}, {"mapped", c.mapping->mapped}, {"pat", fmt::format("0x{:016x}", c.mapping->pat)}};
     if (c.pace) {
         const Pace& p = *c.pace;
         j["pace"] = {{"label", c.label()}, {"rate", p.rate}, {"ms", p.ms}, {"finished", p.finished}, {"ops", p.ops}, {"late", p.late},
@@ -98,6 +100,10 @@ Cell cell_from_json(const json& j) {
     if (j.contains("fault")) {
         const auto& f = j["fault"];
         c.fault = GuestFault{f.value("vector", 0u), f.value("error_code", uint64_t{0}), f.value("rip", uint64_t{0}), f.value("cr2", uint64_t{0})};
+    }
+    if (j.contains("mapping")) {
+        const auto& m = j["mapping"];
+        c.mapping = GuestMapping{m.value("asked", ""), m.value("mapped", ""), std::stoull(m.value("pat", "0"), nullptr, 16)};
     }
     if (j.contains("pace")) {
         const auto& p = j["pace"];

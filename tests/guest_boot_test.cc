@@ -149,7 +149,16 @@ TEST(GuestBoot, MemoryTypePatternsReportTheirMapping) {
     size_t memtype_patterns = 0;
     for (const auto& p : kPatterns) memtype_patterns += p.group == Group::memtype;
     ASSERT_EQ(b.cells.size(), memtype_patterns);
-    for (const auto& c : b.cells) EXPECT_EQ(c.status, CellStatus::ok) << c.pattern << " " << c.reason;
+    for (const auto& c : b.cells) {
+        EXPECT_EQ(c.status, CellStatus::ok) << c.pattern << " " << c.reason;
+        ASSERT_TRUE(c.mapping.has_value()) << c.pattern;
+        const Pattern* p = find_pattern(c.pattern.c_str());
+        ASSERT_NE(p, nullptr);
+        EXPECT_EQ(c.mapping->asked, mem_type_name(p->memtype)) << c.pattern;
+        if (p->memtype == MemType::wb) continue;  // left as booted: nothing to read back
+        EXPECT_EQ(c.mapping->mapped, c.mapping->asked) << c.pattern << ": the page table reads back another type";
+        EXPECT_EQ(c.mapping->pat, 0x0407050600070106u) << c.pattern << ": PAT entries WB, WT, UC-, UC, WB, WP, WC, UC";
+    }
     EXPECT_TRUE(b.stream.hello().count("mtrr_def_type"));
     EXPECT_EQ(b.stream.hello().at("pat"), "0x407050600070106");
 }
