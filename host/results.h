@@ -18,8 +18,9 @@ namespace fb {
 // Version of flushbench's own additions to the schema (context.flushbench, per-entry keys).
 // 1: cells, samples, KVM statistics. 2: host counters per cell (extra.host_counters: guest_only,
 // host_only, software, kvm_exits; each value or "unavailable" with the reason), stats per cell,
-// context.flushbench.runs and run.derived.
-inline constexpr int kResultsSchemaVersion = 2;
+// context.flushbench.runs and run.derived. 3: paced steps (cell.pace), memory-type mappings
+// (cell.mapping), flushbench_neighbour and context.flushbench.regime.
+inline constexpr int kResultsSchemaVersion = 3;
 
 // "<pattern>/<footprint_bytes>/<backend>/<mode>"
 std::string benchmark_name(const Cell& c);
