@@ -283,6 +283,23 @@ void end_with_fault(uint64_t id, const Pattern& p) {
     emit_end(id, "fault", 0, "exception-in-cell");
 }
 
+// Runs a cell's timed work over its buffer, mapped as the pattern asks, under the recovery point:
+// an exception inside ends the cell as a fault; otherwise its samples and end go out.
+template <class Timed>
+void run_guarded(uint64_t id, const Pattern& p, const Buffer& buf, Timed timed) {
+    MappedAs mapping(buf, p.memtype);
+    volatile uint32_t stored = 0;
+    if (FB_TRY()) {
+        stored = timed(buf);
+        Recovery::set_armed(false);
+    } else {
+        return end_with_fault(id, p);
+    }
+    emit_samples(id, stored);
+    ++tally.ok;
+    emit_end(id, "ok", stored, nullptr, &mapping);
+}
+
 void run_cell(uint32_t phase, const Pattern& p, uint64_t footprint, bool resolved) {
     uint64_t id = tally.cells++;
     if (id < config.from) return;  // ran in an earlier boot
@@ -293,19 +310,10 @@ void run_cell(uint32_t phase, const Pattern& p, uint64_t footprint, bool resolve
     Records::emit(w);
     if (config.inject != Inject::none && id == config.inject_cell) inject_fault();
     if (!may_run(id, p, footprint, resolved)) return;
-    Buffer buf{arena.base, footprint, line};
-    MappedAs mapping(buf, p.memtype);
-    volatile uint32_t stored = 0;
-    if (FB_TRY()) {
-        stored = has_rdtscp ? measure<true>(id, p, buf, config.warmup, config.reps)
-                            : measure<false>(id, p, buf, config.warmup, config.reps);
-        Recovery::set_armed(false);
-    } else {
-        return end_with_fault(id, p);
-    }
-    emit_samples(id, stored);
-    ++tally.ok;
-    emit_end(id, "ok", stored, nullptr, &mapping);
+    run_guarded(id, p, {arena.base, footprint, line}, [&](const Buffer& buf) {
+        return has_rdtscp ? measure<true>(id, p, buf, config.warmup, config.reps)
+                          : measure<false>(id, p, buf, config.warmup, config.reps);
+    });
 }
 
 // xorshift64: the reservoir's coin; any fixed sequence will do, it only has to be uniform.
@@ -368,18 +376,9 @@ void run_paced(uint32_t phase, const PaceStep& step) {
         ++tally.unsupported;
         return emit_end(id, "unsupported", 0, "tsc-frequency-unknown");
     }
-    Buffer buf{arena.base, footprint, line};
-    MappedAs mapping(buf, p.memtype);
-    volatile uint32_t stored = 0;
-    if (FB_TRY()) {
-        stored = has_rdtscp ? pace<true>(id, step, p, buf, tsc_freq.khz) : pace<false>(id, step, p, buf, tsc_freq.khz);
-        Recovery::set_armed(false);
-    } else {
-        return end_with_fault(id, p);
-    }
-    emit_samples(id, stored);
-    ++tally.ok;
-    emit_end(id, "ok", stored, nullptr, &mapping);
+    run_guarded(id, p, {arena.base, footprint, line}, [&](const Buffer& buf) {
+        return has_rdtscp ? pace<true>(id, step, p, buf, tsc_freq.khz) : pace<false>(id, step, p, buf, tsc_freq.khz);
+    });
 }
 
 void run_phase(uint32_t phase) {

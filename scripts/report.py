@@ -1212,6 +1212,15 @@ def fig_memtypes(r, out, written, notes):
         notes.append("memtypes: no memory-type cells (read_/write_/rflush_ x wb/wc/uc; `--patterns memtypes`) in these results; no figure.")
         return
     series = [s for s in r.series if any(x[0] is s for x in groups)]
+    # A series where no memory-type cell ran (native: they need ring 0) says so in a note, not a panel.
+    empty = [s for s in series if not any(x[0] is s and x[4].has_samples for x in groups)]
+    for s in empty:
+        reasons = sorted({c.get("reason", "") for x in groups if x[0] is s for c in x[4].cells if c.get("reason")})
+        notes.append(f"memtypes: {s.label}: no memory-type cell ran ({'; '.join(reasons)[:200] or 'no samples'}); no panel.")
+    series = [s for s in series if s not in empty]
+    groups = [x for x in groups if x[0] in series]
+    if not series:
+        return
     ops = [op for op in MEMTYPE_OPS if any(x[1] == op for x in groups)]
     fig, axes = plt.subplots(len(series), len(ops), figsize=(3.6 * len(ops) + 0.6, 3.1 * len(series)), squeeze=False)
     handles = {}
