@@ -300,15 +300,23 @@ void run_guarded(uint64_t id, const Pattern& p, const Buffer& buf, Timed timed) 
     emit_end(id, "ok", stored, nullptr, &mapping);
 }
 
+// Announces a cell with its "cell" record (`more` adds the fields of its kind), then plays the
+// harness's fault injection if this is the cell it names.
+template <class More>
+void announce(uint64_t id, uint32_t phase, const Pattern& p, uint64_t footprint, uint32_t reps, uint32_t warmup, More more) {
+    Writer w("cell");
+    w.field("id", id).field("phase", phase).field("pattern", p.name).field("footprint", footprint);
+    w.field("reps", reps).field("warmup", warmup).field("unit", unit_name(p.unit));
+    if (p.group == Group::memtype) w.field("memtype", mem_type_name(p.memtype));
+    more(w);
+    Records::emit(w);
+    if (config.inject != Inject::none && id == config.inject_cell) inject_fault();
+}
+
 void run_cell(uint32_t phase, const Pattern& p, uint64_t footprint, bool resolved) {
     uint64_t id = tally.cells++;
     if (id < config.from) return;  // ran in an earlier boot
-    Writer w("cell");
-    w.field("id", id).field("phase", phase).field("pattern", p.name).field("footprint", footprint);
-    w.field("reps", config.reps).field("warmup", config.warmup).field("unit", unit_name(p.unit));
-    if (p.group == Group::memtype) w.field("memtype", mem_type_name(p.memtype));
-    Records::emit(w);
-    if (config.inject != Inject::none && id == config.inject_cell) inject_fault();
+    announce(id, phase, p, footprint, config.reps, config.warmup, [](Writer&) {});
     if (!may_run(id, p, footprint, resolved)) return;
     run_guarded(id, p, {arena.base, footprint, line}, [&](const Buffer& buf) {
         return has_rdtscp ? measure<true>(id, p, buf, config.warmup, config.reps)
@@ -331,7 +339,7 @@ uint64_t next_random(uint64_t& state) {
 template <bool kRdtscp>
 uint32_t pace(uint64_t id, const PaceStep& step, const Pattern& p, const Buffer& buf, uint64_t khz) {
     const uint64_t duration = uint64_t(step.ms) * khz, period = step.rate_hz ? khz * 1000 / step.rate_hz : 0;
-    uint64_t ops = 0, late = 0, seen = 0, rng = 0x9e3779b97f4a7c15ull ^ id;
+    uint64_t ops = 0, late = 0, rng = 0x9e3779b97f4a7c15ull ^ id;
     uint32_t stored = 0;
     uint64_t start = x86::tsc_begin(), next = start, last_tick = start, now = start;
     while ((now = x86::tsc_begin()) - start < duration) {
@@ -348,8 +356,8 @@ uint32_t pace(uint64_t id, const PaceStep& step, const Pattern& p, const Buffer&
         p.body(buf);
         uint64_t t1 = x86::tsc_end<kRdtscp>();
         if (stored < Config::kPaceSamples) tsc_samples[stored++] = t1 - t0;
-        else if (uint64_t j = next_random(rng) % (seen + 1); j < Config::kPaceSamples) tsc_samples[j] = t1 - t0;
-        ++seen, ++ops;
+        else if (uint64_t j = next_random(rng) % (ops + 1); j < Config::kPaceSamples) tsc_samples[j] = t1 - t0;
+        ++ops;
         maybe_tick(id, uint32_t(ops), last_tick);
     }
     Records::emit(Writer("paced").field("id", id).field("ops", ops).field("late", late).field("tsc", now - start));
@@ -362,15 +370,12 @@ void run_paced(uint32_t phase, const PaceStep& step) {
     const Pattern& p = kPatterns[step.pattern];
     bool resolved = true;
     uint64_t footprint = p.uses_footprint ? resolve_footprint(config.pace_footprint, llc, resolved) : 0;
-    Writer w("cell");
-    w.field("id", id).field("phase", phase).field("pattern", p.name).field("footprint", footprint);
-    w.field("reps", Config::kPaceSamples).field("warmup", 0u).field("unit", unit_name(p.unit));
-    if (step.idle) w.field("pace", "idle");
-    else if (!step.rate_hz) w.field("pace", "max");
-    else w.field("pace", step.rate_hz);
-    w.field("ms", step.ms);
-    Records::emit(w);
-    if (config.inject != Inject::none && id == config.inject_cell) inject_fault();
+    announce(id, phase, p, footprint, Config::kPaceSamples, 0, [&](Writer& w) {
+        if (step.idle) w.field("pace", "idle");
+        else if (!step.rate_hz) w.field("pace", "max");
+        else w.field("pace", step.rate_hz);
+        w.field("ms", step.ms);
+    });
     if (!may_run(id, p, footprint, resolved)) return;
     if (!tsc_freq.khz) {  // a rate needs a clock
         ++tally.unsupported;

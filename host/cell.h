@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <optional>
 #include <string>
@@ -50,6 +51,12 @@ struct Pace {
     bool finished = false;  // the "paced" record arrived
     uint64_t ops = 0, late = 0, elapsed_tsc = 0;  // as the guest counted them
     int64_t host_start_ns = 0, host_end_ns = 0;
+
+    // Operations per second by the guest's own clock; NaN until the step finished or without a rate.
+    double achieved_hz(uint64_t tsc_khz) const {
+        if (!finished || !elapsed_tsc || !tsc_khz) return std::numeric_limits<double>::quiet_NaN();
+        return double(ops) * double(tsc_khz) * 1000.0 / double(elapsed_tsc);
+    }
 };
 
 // How a memory-type pattern's buffer was mapped, as the guest read its page table and PAT MSR

@@ -37,6 +37,14 @@ std::vector<std::string> pattern_names() {
     return v;
 }
 
+// "a,b,c" -> {"a", "b", "c"}: the command line's lists, as a matrix holds them.
+std::vector<std::string> split_commas(const std::string& list) {
+    std::vector<std::string> out;
+    std::stringstream ss(list);
+    for (std::string item; std::getline(ss, item, ',');) out.push_back(item);
+    return out;
+}
+
 std::string joined(const std::vector<std::string>& v, std::string_view sep = ", ") {
     std::string s;
     for (size_t i = 0; i < v.size(); ++i) s += (i ? std::string(sep) : "") + v[i];
@@ -262,10 +270,7 @@ public:
         }
         if (auto* v = t.get("slice_ms")) s.slice_ms = uint32_t(integer(*v, "slice_ms", 2, 1000, "(the neighbour's time slice)"));
         if (auto* v = t.get("neighbour_bytes")) s.neighbour_bytes = uint64_t(integer(*v, "neighbour_bytes", 4096, int64_t(1) << 34));
-        if (!s.neighbour.empty() && s.pace.empty()) {
-            std::stringstream ss(kDefaultPace);
-            for (std::string step; std::getline(ss, step, ',');) s.pace.push_back(step);
-        }
+        if (!s.neighbour.empty() && s.pace.empty()) s.pace = split_commas(kDefaultPace);
         if (!s.neighbour.empty() && !t.get("patterns")) s.patterns = {"none"};
     }
 
@@ -285,13 +290,11 @@ public:
         PatternSet top;
         top.name = "all";
         top.patterns = {"all"};
-        top.footprints = {};
         {
             RunOptions defaults;
             top.reps = defaults.reps;
             top.warmup = defaults.warmup;
-            std::stringstream ss(defaults.footprints);
-            for (std::string f; std::getline(ss, f, ',');) top.footprints.push_back(f);
+            top.footprints = split_commas(defaults.footprints);
         }
         set_common(t, top);
         if (auto* v = t.get("set")) m.sets = sets(*v, top);

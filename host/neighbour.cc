@@ -93,21 +93,9 @@ std::optional<std::vector<int>> parse_cpu_list(const std::string& text) {
     return cpus;
 }
 
-// {0, 1, 2, 5} -> "0-2,5": the form sysfs and taskset use.
-std::string cpu_ranges(std::span<const int> cpus) {
-    std::string s;
-    for (size_t i = 0; i < cpus.size();) {
-        size_t j = i;
-        while (j + 1 < cpus.size() && cpus[j + 1] == cpus[j] + 1) ++j;
-        s += (s.empty() ? "" : ",") + (j == i ? std::to_string(cpus[i]) : fmt::format("{}-{}", cpus[i], cpus[j]));
-        i = j + 1;
-    }
-    return s.empty() ? "none" : s;
-}
-
 std::string choose_cpu_hint() {
     auto cpus = allowed_cpus();
-    return fmt::format("choose one of {} with --neighbour", cpu_ranges(cpus));
+    return fmt::format("choose one of {} with --neighbour", cpu_list(cpus));
 }
 
 std::optional<std::vector<int>> read_cpu_list(const fs::path& file) {
@@ -357,7 +345,7 @@ int pick_neighbour_cpu(int avoid, std::string& why, std::span<const int> allowed
     }
     if (best < 0) {
         why = fmt::format("this process may run only on CPU {}, the vCPU's: allow another (taskset, cgroup cpuset)",
-                          cpu_ranges(allowed));
+                          cpu_list(allowed));
         return -1;
     }
     switch (rank(best)) {

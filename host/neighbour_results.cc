@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 #include <map>
+#include <optional>
 #include <stdexcept>
 
 #include <fmt/format.h>
@@ -69,6 +70,19 @@ std::map<uint32_t, RunSeries> collect(const std::vector<json>& series) {
 
 double seconds(int64_t ns, int64_t t0) { return double(ns - t0) / 1e9; }
 
+// A slowdown counts only beyond the idle steps' own drift (`band`): on a shared host the neighbour
+// moves by a percent or two between two idle steps, and with hundreds of slices even that is
+// "significant".
+std::string verdict(const WindowEffect& e, bool baseline, double band) {
+    if (!std::isfinite(e.slowdown.lo) || !std::isfinite(e.slowdown.hi))
+        return e.note.empty() ? "not enough slices to compare" : e.note;
+    if (baseline) return "baseline (idle)";
+    if (e.significant && e.slowdown.lo > 1 + band) return "slower, beyond idle drift";
+    if (e.significant && e.slowdown.hi < 1 - band) return "faster, beyond idle drift";
+    if (e.significant) return fmt::format("within idle drift (+-{:.1f}%)", band * 100);
+    return "no significant effect";
+}
+
 }  // namespace
 
 json neighbour_results(const std::vector<json>& series, const std::vector<Cell>& cells) {
@@ -103,44 +117,37 @@ json neighbour_results(const std::vector<json>& series, const std::vector<Cell>&
                 auto& pool = idle_by_mode[c->mode];
                 pool.insert(pool.end(), in.begin(), in.end());
             }
-        json windows = json::array();
-        std::map<std::string, double> drift;  // per mode: how far idle steps stray from pooled idle
+        // Per step its effect against the idle pool of its mode, and per mode how far the idle
+        // steps themselves stray from that pool (their drift).
+        std::vector<std::optional<WindowEffect>> effects;
+        std::map<std::string, double> drift;
         for (const Cell* c : steps) {
+            auto idle = idle_by_mode.find(c->mode);
+            effects.emplace_back();
+            if (idle == idle_by_mode.end()) continue;
+            effects.back() = window_effect(slices_within(r.slices, c->pace->host_start_ns, c->pace->host_end_ns), idle->second);
+            if (c->pace->rate == "idle" && std::isfinite(effects.back()->slowdown.estimate))
+                drift[c->mode] = std::max(drift[c->mode], std::abs(effects.back()->slowdown.estimate - 1));
+        }
+        json windows = json::array();
+        for (size_t i = 0; i < steps.size(); ++i) {
+            const Cell* c = steps[i];
             const Pace& p = *c->pace;
+            double band = drift[c->mode];
             json w = {{"label", c->label()}, {"mode", c->mode}, {"pattern", c->pattern}, {"rate", p.rate}, {"ms", p.ms},
                       {"footprint_bytes", c->footprint_bytes}, {"start_s", seconds(p.host_start_ns, t0)},
-                      {"end_s", seconds(p.host_end_ns, t0)}, {"ops", p.ops}, {"late", p.late}, {"baseline", p.rate == "idle"}};
-            if (p.elapsed_tsc && c->tsc_khz) w["achieved_hz"] = double(p.ops) * double(c->tsc_khz) * 1000.0 / double(p.elapsed_tsc);
-            auto in = slices_within(r.slices, p.host_start_ns, p.host_end_ns);
-            auto idle = idle_by_mode.find(c->mode);
-            if (idle == idle_by_mode.end()) {
-                w["effect"] = {{"slices", in.size()}, {"note", "no idle step in this mode to compare with: add idle:MS to --pace"}};
+                      {"end_s", seconds(p.host_end_ns, t0)}, {"ops", p.ops}, {"late", p.late}, {"baseline", p.rate == "idle"},
+                      {"idle_drift", band}};
+            if (double hz = p.achieved_hz(c->tsc_khz); std::isfinite(hz)) w["achieved_hz"] = hz;
+            if (!effects[i]) {
+                const char* note = "no idle step in this mode to compare with: add idle:MS to --pace";
+                w["effect"] = {{"slices", slices_within(r.slices, p.host_start_ns, p.host_end_ns).size()}, {"note", note}};
+                w["verdict"] = note;
             } else {
-                WindowEffect e = window_effect(in, idle->second);
-                if (p.rate == "idle" && std::isfinite(e.slowdown.estimate))
-                    drift[c->mode] = std::max(drift[c->mode], std::abs(e.slowdown.estimate - 1));
-                w["effect"] = to_json(e);
+                w["effect"] = to_json(*effects[i]);
+                w["verdict"] = verdict(*effects[i], p.rate == "idle", band);
             }
             windows.push_back(std::move(w));
-        }
-        // A slowdown counts only beyond the idle steps' own drift: on a shared host the neighbour
-        // moves by a percent or two between two idle steps, and with hundreds of slices even that
-        // is "significant".
-        for (auto& w : windows) {
-            const json& e = w["effect"];
-            double band = drift[w["mode"].get<std::string>()];
-            w["idle_drift"] = band;
-            if (!e.contains("slowdown") || !e["slowdown"]["lo"].is_number() || !e["slowdown"]["hi"].is_number()) {
-                w["verdict"] = e.value("note", "not enough slices to compare");
-                continue;
-            }
-            double lo = e["slowdown"]["lo"].get<double>(), hi = e["slowdown"]["hi"].get<double>();
-            bool sig = e.value("significant", false);
-            if (w["baseline"].get<bool>()) w["verdict"] = "baseline (idle)";
-            else if (sig && lo > 1 + band) w["verdict"] = "slower, beyond idle drift";
-            else if (sig && hi < 1 - band) w["verdict"] = "faster, beyond idle drift";
-            else if (sig) w["verdict"] = fmt::format("within idle drift (+-{:.1f}%)", band * 100);
-            else w["verdict"] = "no significant effect";
         }
         j["windows"] = windows;
         out.push_back(std::move(j));
@@ -158,13 +165,13 @@ std::string neighbour_summary(const json& results) {
             const json& e = w.value("effect", json::object());
             auto num = [](const json& v) { return v.is_number() ? v.get<double>() : std::numeric_limits<double>::quiet_NaN(); };
             double med = e.contains("chase_ns") ? num(e["chase_ns"].value("median", json())) : std::numeric_limits<double>::quiet_NaN();
-            std::string ratio = "-", verdict = w.value("verdict", "");
+            std::string ratio = "-", said = w.value("verdict", "");
             if (e.contains("slowdown")) {
                 const json& s = e["slowdown"];
                 ratio = fmt::format("{:.3f} [{:.3f}, {:.3f}]", num(s.value("estimate", json())), num(s.value("lo", json())), num(s.value("hi", json())));
             }
             out += fmt::format("{:<16} {:<14} {:>7} {:>9.2f} {:>24}  {}\n", w.value("label", "?"), w.value("mode", "?"),
-                               e.value("slices", 0), med, ratio, verdict);
+                               e.value("slices", 0), med, ratio, said);
         }
     }
     return out;

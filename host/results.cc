@@ -66,8 +66,7 @@ json cell_to_json(const Cell& c) {
         const Pace& p = *c.pace;
         j["pace"] = {{"label", c.label()}, {"rate", p.rate}, {"ms", p.ms}, {"finished", p.finished}, {"ops", p.ops}, {"late", p.late},
                      {"elapsed_tsc", p.elapsed_tsc}, {"host_start_ns", p.host_start_ns}, {"host_end_ns", p.host_end_ns}};
-        if (p.finished && p.elapsed_tsc && c.tsc_khz)
-            j["pace"]["achieved_hz"] = double(p.ops) * double(c.tsc_khz) * 1000.0 / double(p.elapsed_tsc);
+        if (double hz = p.achieved_hz(c.tsc_khz); std::isfinite(hz)) j["pace"]["achieved_hz"] = hz;
     }
     return j;
 }

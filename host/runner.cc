@@ -132,17 +132,6 @@ struct Plan {
     int neighbour_cpu = -1;  // where the host neighbour runs; -1: no neighbour
 };
 
-// Every CPU this process may run on, ascending.
-std::vector<int> allowed_cpus() {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    std::vector<int> cpus;
-    if (sched_getaffinity(0, sizeof set, &set) == 0)
-        for (int c = 0; c < CPU_SETSIZE; ++c)
-            if (CPU_ISSET(c, &set)) cpus.push_back(c);
-    return cpus;
-}
-
 // The neighbour and the vCPU on two different CPUs: the vCPU's WBINVD exits happen on one, the
 // neighbour measures on the other, as two tenants of one host would.
 void place_neighbour(const RunOptions& o, Plan& plan) {
@@ -150,7 +139,7 @@ void place_neighbour(const RunOptions& o, Plan& plan) {
     auto cpus = allowed_cpus();
     auto allowed = [&](int c) { return std::find(cpus.begin(), cpus.end(), c) != cpus.end(); };
     int vcpu = o.vcpu_cpu, nb = -1;
-    if (vcpu >= 0 && !allowed(vcpu)) throw UsageError(fmt::format("--vcpu-cpu {} is not a CPU this process may use: choose one of {}", vcpu, fmt::join(cpus, ",")));
+    if (vcpu >= 0 && !allowed(vcpu)) throw UsageError(fmt::format("--vcpu-cpu {} is not a CPU this process may use: choose one of {}", vcpu, cpu_list(cpus)));
     if (o.neighbour == "auto") {
         if (vcpu < 0 && !cpus.empty()) vcpu = cpus.front();
         std::string why;
@@ -159,7 +148,7 @@ void place_neighbour(const RunOptions& o, Plan& plan) {
     } else {
         uint64_t n = 0;
         if (!parse_u64(Str(o.neighbour.c_str()), n) || !allowed(int(n)))
-            throw UsageError(fmt::format("--neighbour {}: use auto or one of the CPUs this process may use ({})", o.neighbour, fmt::join(cpus, ",")));
+            throw UsageError(fmt::format("--neighbour {}: use auto or one of the CPUs this process may use ({})", o.neighbour, cpu_list(cpus)));
         nb = int(n);
         if (vcpu < 0)
             for (int c : cpus)
@@ -418,33 +407,27 @@ std::vector<Cell> cells_from(const Plan& plan, uint32_t first_id, uint32_t phase
     std::vector<Cell> out;
     uint64_t llc = x86::llc_bytes();
     uint32_t id = 0;
+    auto add = [&](const Pattern& p, const FootprintSpec& f, uint32_t phase, std::optional<Pace> pace) {
+        if (id++ < first_id) return;
+        bool ok;
+        Cell c;
+        c.pattern = p.name;
+        c.footprint_bytes = p.uses_footprint ? resolve_footprint(f, llc, ok) : 0;
+        c.phase = phase;
+        c.unit = unit_name(p.unit);
+        c.pace = std::move(pace);
+        out.push_back(std::move(c));
+    };
     for (uint32_t ph = 0; ph < phase_count; ++ph) {
         for (size_t i = 0; i < plan.config.pattern_count; ++i) {
             const Pattern& p = kPatterns[plan.config.pattern_order[i]];
             size_t n = p.uses_footprint ? plan.config.footprint_count : 1;
-            for (size_t f = 0; f < n; ++f, ++id) {
-                if (id < first_id) continue;
-                bool ok;
-                Cell c;
-                c.pattern = p.name;
-                c.footprint_bytes = p.uses_footprint ? resolve_footprint(plan.config.footprints[f], llc, ok) : 0;
-                c.phase = ph;
-                c.unit = unit_name(p.unit);
-                out.push_back(std::move(c));
-            }
+            for (size_t f = 0; f < n; ++f) add(p, plan.config.footprints[f], ph, std::nullopt);
         }
-        for (size_t i = 0; i < plan.config.pace_count; ++i, ++id) {
-            if (id < first_id) continue;
+        for (size_t i = 0; i < plan.config.pace_count; ++i) {
             const PaceStep& step = plan.config.pace[i];
-            const Pattern& p = kPatterns[step.pattern];
-            bool ok;
-            Cell c;
-            c.pattern = p.name;
-            c.footprint_bytes = p.uses_footprint ? resolve_footprint(plan.config.pace_footprint, llc, ok) : 0;
-            c.phase = ph;
-            c.unit = unit_name(p.unit);
-            c.pace = Pace{step.idle ? "idle" : step.rate_hz ? std::to_string(step.rate_hz) : "max", step.ms};
-            out.push_back(std::move(c));
+            add(kPatterns[step.pattern], plan.config.pace_footprint, ph,
+                Pace{step.idle ? "idle" : step.rate_hz ? std::to_string(step.rate_hz) : "max", step.ms});
         }
     }
     return out;
@@ -688,13 +671,12 @@ void run_boot_group(const Plan& plan, const RunOptions& o, const std::vector<Pha
             skips += (skips.empty() ? "" : ",") + c.pattern + ":" + (c.status == CellStatus::hung ? "hung" : "crashed") + "-earlier-in-this-run";
     }
     uint64_t tsc_khz = plan.tsc_khz;
+    // Paced steps keep their rates by the TSC rate the host knows, not a guest guess.
+    uint64_t pace_khz = !plan.config.pace_count ? 0 : plan.tsc_khz ? plan.tsc_khz : native_tsc_rate().khz;
     while (from < cells_total && !g_interrupted.load()) {
         std::string cmdline = guest_config(o, skips) + fmt::format(" phases={} from={}", phases.size(), from);
         if (!o.inject.empty()) cmdline += " inject=" + o.inject;
-        if (plan.config.pace_count) {  // paced by the rate the host knows, not a guest guess
-            uint64_t khz = plan.tsc_khz ? plan.tsc_khz : native_tsc_rate().khz;
-            if (khz) cmdline += fmt::format(" tsc_khz={}", khz);
-        }
+        if (pace_khz) cmdline += fmt::format(" tsc_khz={}", pace_khz);
         RecordStream stream;
         json facts = {{"cmdline", cmdline}}, cell_extra = json::object();
         stream.on_cell([&](Cell&& c) {
@@ -875,6 +857,8 @@ int execute(const std::vector<Plan>& plans, const std::vector<RunOptions>& runs,
                     run_native_into(runs[i], sink, already, uint32_t(i));
                     continue;
                 }
+                auto done = std::count_if(already.begin(), already.end(), [&](const Cell& c) { return c.extra.value("run", 0u) == i; });
+                if (uint32_t(done) >= planned_cells(plan)) continue;  // resumed, and this run was complete
                 NeighbourScope neighbour(plan, runs[i], uint32_t(i), results, sink, quiet);
                 for (const auto& phases : plan.boots) {
                     if (g_interrupted.load()) break;

@@ -85,12 +85,6 @@ void unblock_kick_in_this_thread() {
     done = true;
 }
 
-std::string cpu_list(const std::vector<int>& cpus) {
-    std::string s;
-    for (int c : cpus) s += (s.empty() ? "" : ",") + std::to_string(c);
-    return s.empty() ? "none" : s;
-}
-
 void set_affinity(pid_t tid, int cpu) {
     if (cpu < 0 || cpu >= CPU_SETSIZE)
         throw std::runtime_error(fmt::format("CPU {} does not exist: pick one of {}", cpu, cpu_list(allowed_cpus())));
@@ -134,6 +128,17 @@ std::vector<int> allowed_cpus() {
     for (int c = 0; c < CPU_SETSIZE; ++c)
         if (CPU_ISSET(c, &set)) cpus.push_back(c);
     return cpus;
+}
+
+std::string cpu_list(std::span<const int> cpus) {
+    std::string s;
+    for (size_t i = 0; i < cpus.size();) {
+        size_t j = i;
+        while (j + 1 < cpus.size() && cpus[j + 1] == cpus[j] + 1) ++j;
+        s += (s.empty() ? "" : ",") + (j == i ? std::to_string(cpus[i]) : fmt::format("{}-{}", cpus[i], cpus[j]));
+        i = j + 1;
+    }
+    return s.empty() ? "none" : s;
 }
 
 Vcpu::Vcpu(const Vm& vm, uint32_t id) : id_(id) {

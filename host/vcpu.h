@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstdint>
 #include <mutex>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,8 @@ void pin_current_thread(int cpu);
 void pin_thread(pid_t tid, int cpu);
 // The CPUs this process may run on (sched_getaffinity), ascending.
 std::vector<int> allowed_cpus();
+// {0, 1, 2, 5} -> "0-2,5", the form sysfs and taskset use; "none" for no CPU.
+std::string cpu_list(std::span<const int> cpus);
 
 class Vcpu {
 public:
