@@ -14,6 +14,9 @@
 //   COM1 (0x3f8)     human console and, for QEMU and bare metal, the record stream (wire.h)
 //   kRecordPort      direct entry only: OUT32 of the guest-physical address of a RecordBuffer,
 //                    one exit per record, like the KVM selftests' ucall
+//   kHopPort         direct entry only: any OUT moves the vCPU to the next pCPU of the VMM's hop
+//                    set before it runs again, so KVM loads it there and adds that pCPU to its
+//                    wbinvd_dirty_mask (the guest's `mask_width`, common/config.h)
 //   kExitPort (0xf4) isa-debug-exit: OUT32 of an ExitCode; QEMU exits with status (code << 1) | 1
 #pragma once
 
@@ -25,6 +28,7 @@ inline constexpr uint32_t kDirectMagic = 0x46424b31;  // "FBK1"
 inline constexpr uint32_t kBootInfoVersion = 1;
 inline constexpr uint16_t kCom1 = 0x3f8;
 inline constexpr uint16_t kRecordPort = 0x0fb0;
+inline constexpr uint16_t kHopPort = 0x0fb1;
 inline constexpr uint16_t kExitPort = 0xf4;
 inline constexpr uint64_t kImageBase = 0x100000;  // the kernel links and loads at 1 MiB
 

@@ -4,6 +4,7 @@
 //   patterns=wbinvd,clflush footprints=0,4K,1M,2xLLC reps=31 warmup=3 skip=clwb:hangs-here
 //   pmu=auto|off phases=1 from=0 inject=hang@3 (fault injection, for tests)
 //   pace=idle:2000,wbinvd@100:2000,wbinvd@max:2000 pace_footprint=4K tsc_khz=2445000
+//   mask_width=4 (direct entry only: before every whole-cache flush, run on 4 pCPUs)
 //
 // `patterns=none` runs no measured cells (a run of paced steps only). Paced steps follow the
 // measured cells in every phase: the guest issues the pattern at a fixed rate (or back to back)
@@ -58,8 +59,12 @@ struct Config {
     size_t pace_count = 0;
     FootprintSpec pace_footprint = {4 * 1024, 0};   // what each paced operation dirties first
     uint64_t tsc_khz = 0;                           // from the host (KVM_GET_TSC_KHZ); 0: the guest's own
+    // KVM flushes every pCPU in the vCPU's wbinvd_dirty_mask: the pCPUs it was loaded on since its
+    // last WBINVD. With mask_width = K > 1 the guest hops K times through the VMM's K-CPU hop set
+    // (boot.h kHopPort) before each whole-cache flush, untimed, so that K pCPUs are in the mask.
+    uint32_t mask_width = 1;
 
-    static constexpr uint32_t kMaxReps = 100000, kMaxWarmup = 10000, kMaxPhases = 8;
+    static constexpr uint32_t kMaxReps = 100000, kMaxWarmup = 10000, kMaxPhases = 8, kMaxMaskWidth = 64;
     static constexpr uint32_t kMaxPaceRate = 10000000, kMinPaceMs = 10, kMaxPaceMs = 600000;
 };
 
@@ -231,6 +236,7 @@ inline ConfigError parse_config(Str cmdline, Config& c) {
         else if (key == Str("warmup")) e = set_count(value, 0, Config::kMaxWarmup, c.warmup, "warmup must be 0-10000");
         else if (key == Str("phases")) e = set_count(value, 1, Config::kMaxPhases, c.phases, "phases must be 1-8");
         else if (key == Str("from")) e = set_count(value, 0, 1u << 30, c.from, "from must be a cell id");
+        else if (key == Str("mask_width")) e = set_count(value, 1, Config::kMaxMaskWidth, c.mask_width, "mask_width must be 1-64");
         else if (key == Str("skip")) e = set_skips(c, value);
         else if (key == Str("inject")) e = set_inject(c, value);
         else if (key == Str("pace")) e = set_pace(c, value);
@@ -244,7 +250,7 @@ inline ConfigError parse_config(Str cmdline, Config& c) {
             else if (value == Str("off")) c.pmu = false;
             else e = {"pmu must be auto or off", w};
         } else {
-            e = {"unknown key (patterns, footprints, reps, warmup, phases, from, skip, pmu, inject, pace, pace_footprint, tsc_khz)", w};
+            e = {"unknown key (patterns, footprints, reps, warmup, phases, from, skip, pmu, inject, pace, pace_footprint, tsc_khz, mask_width)", w};
         }
         if (e.message) return e;
     }

@@ -36,6 +36,7 @@ uint64_t tsc_overhead = 0;
 uint64_t llc = 0;
 uint32_t line = 64;
 bool has_rdtscp = false;
+bool direct_entry = false;  // flushbench's VMM: the record and hop ports exist
 Buffer arena{};  // all RAM above the image, 2 MiB aligned
 
 struct Tally {
@@ -119,6 +120,7 @@ void emit_config() {
     w.list("footprints", fps, config.footprint_count);
     w.field("reps", config.reps).field("warmup", config.warmup).field("phases", config.phases);
     w.field("from", config.from).field("cells", cells_per_phase(config) * config.phases);
+    if (config.mask_width > 1) w.field("mask_width", config.mask_width);
     if (config.pace_count) {
         bool ok;
         w.field("pace_steps", uint64_t(config.pace_count)).field("pace_footprint", resolve_footprint(config.pace_footprint, llc, ok));
@@ -181,6 +183,15 @@ void maybe_tick(uint64_t id, uint32_t rep, uint64_t& last) {
     Records::emit(Writer("tick").field("id", id).field("rep", rep));
 }
 
+// Untimed work before every repetition: the pattern's own preparation, then, before a whole-cache
+// flush, mask_width hops through the VMM's hop set, so that KVM has loaded the vCPU on that many
+// pCPUs since its last WBINVD (each load adds the pCPU to wbinvd_dirty_mask; each WBINVD clears it).
+void prepare(const Pattern& p, const Buffer& buf) {
+    p.prepare(buf);
+    if (!p.whole_cache || config.mask_width < 2 || !direct_entry) return;
+    for (uint32_t i = 0; i < config.mask_width; ++i) x86::outb(boot::kHopPort, 0);
+}
+
 // Warm-up plus measured repetitions; returns how many samples it stored. The bracket: prepare
 // (untimed), counters, barrier, TSC, body, TSC, barrier, counters.
 template <bool kRdtscp>
@@ -189,7 +200,7 @@ uint32_t measure(uint64_t id, const Pattern& p, const Buffer& buf, uint32_t warm
     uint64_t last_tick = x86::tsc_begin();
     for (uint32_t r = 0; r < total; ++r) {
         uint64_t c0[Pmu::kMaxCounters], c1[Pmu::kMaxCounters];
-        p.prepare(buf);
+        prepare(p, buf);
         Pmu::read(c0);
         x86::compiler_barrier();
         uint64_t t0 = x86::tsc_begin();
@@ -351,7 +362,7 @@ uint32_t pace(uint64_t id, const PaceStep& step, const Pattern& p, const Buffer&
             if (now - next > period) ++late, next = now;  // fell behind: no catch-up burst
             next += period;
         }
-        p.prepare(buf);
+        prepare(p, buf);
         uint64_t t0 = x86::tsc_begin();
         p.body(buf);
         uint64_t t1 = x86::tsc_end<kRdtscp>();
@@ -427,6 +438,7 @@ extern "C" [[noreturn]] void kmain(uint32_t entry_kind, uint64_t info) {
     Entry entry = Entry(entry_kind);
     BootFacts boot = read_boot_facts(entry, info);
     Records::use_port(boot.record_port);
+    direct_entry = boot.record_port != 0;
     if (!boot.record_port) Serial::init();
     Idt::init();
     Paging::init();

@@ -92,6 +92,9 @@ struct Cell {
     nlohmann::json extra = nlohmann::json::object();  // backend facts: KVM stats deltas, exit counts
     std::optional<Pace> pace;    // set for paced steps
     std::optional<GuestMapping> mapping;  // set for memory-type cells that ran
+    // What the kernel said about the mode label while this cell ran (host/mode_evidence.h):
+    // {verdict: confirmed|contradicted|unverified, source, summary, run, boot, phase, counts...}.
+    nlohmann::json mode_evidence = nlohmann::json::object();
 
     // What results and comparisons call the cell: the pattern, or "wbinvd@100", "clflush@max",
     // "idle" for paced steps (which must never pool with the measured cells of the same pattern).

@@ -23,7 +23,8 @@
 
 #include <fmt/format.h>
 
-#include "host/probe.h"  // kvm_flavour
+#include "host/perf_counters.h"  // perf_event_open
+#include "host/probe.h"          // kvm_flavour
 #include "host/vm.h"     // UniqueFd, Mapping
 
 namespace fb {
@@ -36,10 +37,6 @@ constexpr const char* kEntry = "kvm:kvm_entry";
 // Fired by KVM's common x86 code, so they work where the vendor module never calls trace_kvm_exit.
 constexpr const char* kFallback[] = {"kvm:kvm_emulate_insn", "kvm:kvm_pio", "kvm:kvm_userspace_exit"};
 constexpr const char* kFallbackSource = "kvm:kvm_emulate_insn+kvm:kvm_pio+kvm:kvm_userspace_exit";
-
-int perf_event_open(perf_event_attr* attr, pid_t tid) {
-    return int(::syscall(SYS_perf_event_open, attr, tid, -1, -1, PERF_FLAG_FD_CLOEXEC));
-}
 
 uint64_t monotonic_ns() {
     return uint64_t(
@@ -71,7 +68,7 @@ std::string open_fix(int err) {
 // Opens one tracepoint event for `tid` into tp, or records why it could not be opened.
 template <typename Tracepoint>
 void open_into(Tracepoint& tp, perf_event_attr& a, pid_t tid) {
-    int fd = perf_event_open(&a, tid);
+    int fd = perf_event_open(&a, tid, -1, -1);
     if (fd < 0) {
         int e = errno;
         tp.unavailable = fmt::format("perf_event_open: {} ({})", std::strerror(e), open_fix(e));

@@ -24,24 +24,26 @@
 #include "host/native.h"
 #include "host/probe.h"
 #include "host/regime.h"
+#include "host/results.h"
 #include "host/runner.h"
 
 namespace {
+
+std::vector<std::string> split_list(const std::string& text) {
+    std::vector<std::string> out;
+    size_t pos = 0;
+    while (pos <= text.size()) {
+        size_t comma = std::min(text.find(',', pos), text.size());
+        out.push_back(text.substr(pos, comma - pos));
+        pos = comma + 1;
+    }
+    return out;
+}
 
 std::string joined_argv(int argc, char** argv) {
     std::string s;
     for (int i = 0; i < argc; ++i) s += (i ? " " : "") + std::string(argv[i]);
     return s;
-}
-
-// The pattern table as data, for plots and for anyone scripting around flushbench.
-nlohmann::json patterns_json() {
-    nlohmann::json a = nlohmann::json::array();
-    for (const auto& p : fb::kPatterns)
-        a.push_back({{"name", p.name}, {"group", fb::group_name(p.group)}, {"memtype", fb::mem_type_name(p.memtype)},
-                     {"feature", fb::x86::feature_name(p.needs)}, {"ring0", p.ring0},
-                     {"uses_footprint", p.uses_footprint}, {"unit", fb::unit_name(p.unit)}, {"what", p.what}});
-    return {{"patterns", a}, {"guest_default_footprints", fb::kDefaultFootprints}};
 }
 
 // scripts/report.py draws with Debian's matplotlib, hence /usr/bin/python3 (see README).
@@ -168,7 +170,13 @@ int main(int argc, char** argv) {
     run->add_option("--events", ro.events, "kvm backend: host counters per cell, split guest-only/host-only (libpfm4 names)")
         ->delimiter(',')->capture_default_str();
     run->add_option("--vcpu-cpu", ro.vcpu_cpu, "pin the vCPU (kvm) or QEMU (qemu-*) to this host CPU");
-    run->add_option("--migrate-ms", ro.migrate_ms, "kvm: move the vCPU to the next CPU this often (widens wbinvd_dirty_mask)");
+    run->add_option("--migrate-ms", ro.migrate_ms,
+                    "kvm: move the vCPU to the next CPU this often; KVM's wbinvd_dirty_mask only grows when a move falls "
+                    "between two WBINVDs, so this rarely widens a flush: use --dirty-mask for that");
+    std::string dirty_masks;
+    run->add_option("--dirty-mask", dirty_masks,
+                    "kvm: widths like 1,2,4: one run per width K, the vCPU made to run on K pCPUs before each WBINVD, so "
+                    "a non-coherent WBINVD flushes K CPUs");
     run->add_option("--mem-mib", ro.mem_mib, "guest RAM; default: sized to the largest footprint");
     run->add_option("--cell-timeout", timeout_s, "seconds of guest silence before a cell is declared hung")
         ->check(CLI::Range(1, 3600))->capture_default_str();
@@ -241,7 +249,7 @@ int main(int argc, char** argv) {
     }
     if (*pats) {
         if (pats_json) {
-            std::cout << patterns_json().dump(2) << "\n";
+            std::cout << nlohmann::json{{"patterns", fb::pattern_table_json()}, {"guest_default_footprints", fb::kDefaultFootprints}}.dump(2) << "\n";
         } else {
             for (const auto& p : fb::kPatterns)
                 fmt::print("{:<11} {:<8} {:<14} {:<5} {}\n", p.name, fb::group_name(p.group), fb::unit_name(p.unit),
@@ -269,6 +277,26 @@ int main(int argc, char** argv) {
     if (!ro.neighbour.empty()) {  // a neighbour run measures the paced steps, not the cells
         if (run->count("--patterns") == 0) ro.patterns = "none";
         if (run->count("--pace") == 0) ro.pace = fb::kDefaultPace;
+    }
+    if (!dirty_masks.empty()) {
+        if (!matrix.empty()) {
+            fmt::print(stderr, "flushbench: --dirty-mask with --matrix: give the widths as placements in the matrix (dirty_mask = K)\n");
+            return fb::kExitUsage;
+        }
+        // One run per width, in one results file: the cost against the number of pCPUs flushed.
+        std::vector<fb::RunOptions> runs;
+        for (const auto& w : split_list(dirty_masks)) {
+            uint64_t k = 0;
+            if (!fb::parse_u64(fb::Str(w.c_str()), k) || k < 1 || k > fb::Config::kMaxMaskWidth) {
+                fmt::print(stderr, "flushbench: --dirty-mask {}: widths are 1-{}, as a comma list (e.g. 1,2,4)\n", w, fb::Config::kMaxMaskWidth);
+                return fb::kExitUsage;
+            }
+            fb::RunOptions o = ro;
+            o.dirty_mask = uint32_t(k);
+            o.variant = fmt::format("mask{}", k);
+            runs.push_back(o);
+        }
+        return fb::run_matrix(runs, ro.out, ro.command_line, ro.quiet, {{"name", "dirty-mask"}, {"widths", dirty_masks}});
     }
     if (!matrix.empty()) return run_matrix_file(matrix, ro, *run);
     return fb::run_benchmark(ro);

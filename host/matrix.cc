@@ -22,7 +22,7 @@ namespace fs = std::filesystem;
 const std::vector<std::string> kTopKeys = {"name", "description", "backends", "modes", "patterns", "footprints",
                                            "reps", "warmup", "cell_timeout", "counters", "skip", "placement",
                                            "set", "machine", "mem_mib", "vfio", "vfio_baseline", "vfio_pci"};
-const std::vector<std::string> kPlacementKeys = {"name", "cpu", "migrate_ms"};
+const std::vector<std::string> kPlacementKeys = {"name", "cpu", "migrate_ms", "dirty_mask"};
 const std::vector<std::string> kSetKeys = {"name",  "patterns",  "footprints",     "reps",     "warmup",         "pace",
                                            "pace_footprint", "neighbour", "slice_ms", "neighbour_bytes"};
 const std::vector<std::string> kBackends = {"auto", "kvm", "qemu-kvm", "qemu-tcg", "native"};
@@ -218,9 +218,11 @@ public:
             Placement p;
             if (auto* v = t.get("cpu")) p.cpu = int(integer(*v, "cpu", 0, kMaxCpu));
             if (auto* v = t.get("migrate_ms")) p.migrate_ms = uint32_t(integer(*v, "migrate_ms", 1, kMaxMigrateMs));
+            if (auto* v = t.get("dirty_mask")) p.dirty_mask = uint32_t(integer(*v, "dirty_mask", 1, Config::kMaxMaskWidth));
             if (auto* v = t.get("name")) p.name = string(*v, "name");
             if (p.name.empty()) {
                 if (p.migrate_ms) p.name = fmt::format("migrate-{}ms", p.migrate_ms);
+                if (p.dirty_mask) p.name = fmt::format("mask{}", p.dirty_mask);
                 if (p.cpu >= 0) p.name += fmt::format("{}cpu{}", p.name.empty() ? "" : "-from-", p.cpu);
                 if (p.name.empty()) p.name = "unpinned";
             }
@@ -319,13 +321,14 @@ public:
 
         // Our VMM is the only backend that owns the vCPU thread, so only it can migrate it ("auto"
         // is let through: it is kvm wherever /dev/kvm works, and the runner refuses it otherwise).
-        bool migrates = std::any_of(m.placements.begin(), m.placements.end(), [](const Placement& p) { return p.migrate_ms > 0; });
-        if (migrates)
+        auto moving = std::find_if(m.placements.begin(), m.placements.end(), [](const Placement& p) { return p.migrate_ms || p.dirty_mask; });
+        if (moving != m.placements.end())
             for (const auto& b : m.backends)
                 if (b != "kvm" && b != "auto") {
                     const toml::node* where = t.get("placement");
-                    fail(where->source(), fmt::format("a placement with migrate_ms needs backends = [\"kvm\"], but backend '{}' is listed "
-                                                      "(QEMU's vCPU threads are its own): put qemu backends in another matrix", b));
+                    fail(where->source(), fmt::format("a placement with {} needs backends = [\"kvm\"], but backend '{}' is listed "
+                                                      "(QEMU's vCPU threads are its own): put qemu backends in another matrix",
+                                                      moving->migrate_ms ? "migrate_ms" : "dirty_mask", b));
                 }
         return m;
     }
@@ -434,6 +437,7 @@ std::vector<MatrixRun> Matrix::expand() const {
                     o.skip = skip;
                     o.vcpu_cpu = place.cpu;
                     o.migrate_ms = place.migrate_ms;
+                    o.dirty_mask = place.dirty_mask;
                     if (placements.size() > 1) o.variant = place.name;  // keeps benchmark names unique
                     o.cell_timeout = cell_timeout;
                     o.machine = machine;
@@ -458,6 +462,7 @@ std::vector<std::string> MatrixRun::cli_args() const {
     if (o.neighbour_bytes) a.insert(a.end(), {"--neighbour-bytes", std::to_string(o.neighbour_bytes)});
     if (o.vcpu_cpu >= 0) a.insert(a.end(), {"--vcpu-cpu", std::to_string(o.vcpu_cpu)});
     if (o.migrate_ms) a.insert(a.end(), {"--migrate-ms", std::to_string(o.migrate_ms)});
+    if (o.dirty_mask) a.insert(a.end(), {"--dirty-mask", std::to_string(o.dirty_mask)});
     if (o.backend != "kvm" && o.machine != RunOptions{}.machine) a.insert(a.end(), {"--machine", o.machine});
     if (o.mem_mib) a.insert(a.end(), {"--mem-mib", std::to_string(o.mem_mib)});
     if (!o.vfio.empty()) a.insert(a.end(), {"--vfio", o.vfio});

@@ -19,6 +19,7 @@
 //   cpu = 2                                 # pin the vCPU (kvm) or QEMU (qemu-*)
 //   [[placement]]
 //   migrate_ms = 1                          # kvm: move the vCPU between CPUs this often
+//   dirty_mask = 4                          # kvm: run on 4 pCPUs before each WBINVD
 //   [[set]]                                 # none: one set from the top-level patterns/footprints
 //   name = "per-line"
 //   patterns = ["clflush", "clflushopt"]    # a set may override patterns, footprints, reps, warmup
@@ -55,11 +56,12 @@ private:
     uint32_t line_, column_;
 };
 
-// Where the vCPU runs. cpu < 0 and migrate_ms == 0: wherever the scheduler puts it.
+// Where the vCPU runs. cpu < 0, migrate_ms == 0 and dirty_mask == 0: wherever the scheduler puts it.
 struct Placement {
-    std::string name;  // "cpu2", "migrate-1ms", "unpinned" unless given
+    std::string name;  // "cpu2", "migrate-1ms", "mask4", "unpinned" unless given
     int cpu = -1;
     uint32_t migrate_ms = 0;
+    uint32_t dirty_mask = 0;  // kvm: K pCPUs in wbinvd_dirty_mask before each WBINVD (--dirty-mask)
 };
 
 // Patterns measured over the same footprints: one boot's plan. Sets exist because the costs differ

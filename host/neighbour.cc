@@ -75,33 +75,11 @@ uintptr_t* line_slot(std::byte* base, size_t line) {
     asm volatile("" ::"r"(sum));
 }
 
-// "0-3,8,10-11" (sysfs cpu lists); nullopt on anything else.
-std::optional<std::vector<int>> parse_cpu_list(const std::string& text) {
-    std::vector<int> cpus;
-    if (text.empty()) return cpus;
-    size_t pos = 0;
-    while (pos <= text.size()) {
-        size_t comma = std::min(text.find(',', pos), text.size());
-        std::string piece = text.substr(pos, comma - pos);
-        size_t dash = piece.find('-');
-        auto lo = parse_dec_u64(piece.substr(0, dash));
-        auto hi = dash == std::string::npos ? lo : parse_dec_u64(piece.substr(dash + 1));
-        if (!lo || !hi || *lo > *hi || *hi >= CPU_SETSIZE) return std::nullopt;
-        for (uint64_t c = *lo; c <= *hi; ++c) cpus.push_back(int(c));
-        pos = comma + 1;
-    }
-    return cpus;
-}
-
 std::string choose_cpu_hint() {
     auto cpus = allowed_cpus();
     return fmt::format("choose one of {} with --neighbour", cpu_list(cpus));
 }
 
-std::optional<std::vector<int>> read_cpu_list(const fs::path& file) {
-    auto text = read_sysfs_attr(file.string());
-    return text ? parse_cpu_list(*text) : std::nullopt;
-}
 
 // The CPUs sharing `cpu`'s highest-level data or unified cache.
 std::optional<std::vector<int>> llc_sharers(const std::string& sysfs_root, int cpu) {
@@ -113,7 +91,7 @@ std::optional<std::vector<int>> llc_sharers(const std::string& sysfs_root, int c
         if (entry.path().filename().string().rfind("index", 0) != 0) continue;
         auto level = parse_dec_u64(read_sysfs_attr((entry.path() / "level").string()).value_or(""));
         if (!level || read_sysfs_attr((entry.path() / "type").string()) == "Instruction" || *level < best_level) continue;
-        if (auto sharers = read_cpu_list(entry.path() / "shared_cpu_list")) best_level = *level, best = sharers;
+        if (auto sharers = read_cpu_list((entry.path() / "shared_cpu_list").string())) best_level = *level, best = sharers;
     }
     return best;
 }
@@ -325,7 +303,7 @@ int pick_neighbour_cpu(int avoid, std::string& why, std::span<const int> allowed
         why = "the vCPU is not pinned, so no CPU is certainly free of it: pin it with --vcpu-cpu";
         return -1;
     }
-    auto siblings = read_cpu_list(fs::path(sysfs_root) / fmt::format("devices/system/cpu/cpu{}/topology/thread_siblings_list", avoid));
+    auto siblings = read_cpu_list((fs::path(sysfs_root) / fmt::format("devices/system/cpu/cpu{}/topology/thread_siblings_list", avoid)).string());
     auto sharers = llc_sharers(sysfs_root, avoid);
     // Lower is better: shares the LLC (sees the flush) without sharing the core; then unknown
     // topology; then an SMT sibling (sees it, but also competes for the core); then another LLC,

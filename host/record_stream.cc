@@ -152,6 +152,7 @@ void RecordStream::handle_record(const wire::Record& r) {
         open_ = std::move(c);
         open_id_ = id;
         open_reps_ = reps;
+        if (on_cell_begin_) on_cell_begin_();
     } else if (type == "samples") {
         uint64_t id, seq;
         if (!u64("id", id) || !u64("seq", seq)) return;

@@ -26,6 +26,8 @@ public:
     void on_cell(CellFn fn) { on_cell_ = std::move(fn); }
     // Called when the guest starts a phase; the vCPU is stopped during the call on the kvm backend.
     void on_phase(PhaseFn fn) { on_phase_ = std::move(fn); }
+    // Called when a valid "cell" record opens a cell (before any of its samples).
+    void on_cell_begin(std::function<void()> fn) { on_cell_begin_ = std::move(fn); }
 
     // Serial: arbitrary chunks, records among console text.
     void feed_bytes(std::string_view chunk);
@@ -67,6 +69,7 @@ private:
     wire::LineAssembler assembler_;
     CellFn on_cell_;
     PhaseFn on_phase_;
+    std::function<void()> on_cell_begin_;
     std::map<std::string, std::string> hello_;
     std::optional<std::string> guest_error_;
     std::optional<Cell> open_;

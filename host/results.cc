@@ -47,6 +47,16 @@ double median_of(std::vector<double> v) {
 
 }  // namespace
 
+json pattern_table_json() {
+    json a = json::array();
+    for (const auto& p : kPatterns)
+        a.push_back({{"name", p.name}, {"group", group_name(p.group)}, {"memtype", mem_type_name(p.memtype)},
+                     {"operation", p.operation}, {"feature", x86::feature_name(p.needs)}, {"ring0", p.ring0},
+                     {"whole_cache", p.whole_cache}, {"uses_footprint", p.uses_footprint}, {"unit", unit_name(p.unit)},
+                     {"what", p.what}});
+    return a;
+}
+
 std::string benchmark_name(const Cell& c) {
     return fmt::format("{}/{}/{}/{}", c.label(), c.footprint_bytes, c.backend, c.mode);
 }
@@ -57,7 +67,7 @@ json cell_to_json(const Cell& c) {
               {"reason", c.reason}, {"emulated", c.emulated}, {"warmup", c.warmup},
               {"tsc_overhead", c.tsc_overhead}, {"tsc_khz", c.tsc_khz}, {"line_bytes", c.line_bytes},
               {"tsc", c.tsc}, {"guest_pmu", c.guest_pmu}, {"guest_pmu_unavailable", c.guest_pmu_unavailable},
-              {"last_output", c.last_output}, {"extra", c.extra}};
+              {"last_output", c.last_output}, {"extra", c.extra}, {"mode_evidence", c.mode_evidence}};
     if (c.fault)
         j["fault"] = {{"vector", c.fault->vector}, {"error_code", c.fault->error_code}, {"rip", c.fault->rip}, {"cr2", c.fault->cr2}};
     if (c.mapping)
@@ -96,6 +106,7 @@ Cell cell_from_json(const json& j) {
     c.guest_pmu_unavailable = j.value("guest_pmu_unavailable", "");
     c.last_output = j.value("last_output", "");
     c.extra = j.value("extra", json::object());
+    c.mode_evidence = j.value("mode_evidence", json::object());  // absent before schema 4
     if (j.contains("fault")) {
         const auto& f = j["fault"];
         c.fault = GuestFault{f.value("vector", 0u), f.value("error_code", uint64_t{0}), f.value("rip", uint64_t{0}), f.value("cr2", uint64_t{0})};
@@ -121,7 +132,8 @@ std::vector<json> benchmark_entries(const Cell& c, int family_index, int instanc
                    {"threads", 1}, {"pattern", c.label()}, {"footprint_bytes", c.footprint_bytes}, {"backend", c.backend},
                    {"mode", c.mode}, {"phase", c.phase}, {"status", to_string(c.status)}, {"emulated", c.emulated},
                    {"unit", c.unit.empty() && p ? unit_name(p->unit) : c.unit}, {"lines", lines},
-                   {"overhead_cycles", c.tsc_overhead}, {"time_source", c.tsc_khz ? "tsc" : "unavailable"}};
+                   {"overhead_cycles", c.tsc_overhead}, {"time_source", c.tsc_khz ? "tsc" : "unavailable"},
+                   {"mode_evidence", c.mode_evidence.value("verdict", "unverified")}};
     if (!c.tsc_khz) common["time_unavailable_reason"] = "TSC frequency unknown: real_time and cpu_time hold TSC cycles, not ns";
     std::vector<json> out;
     if (c.tsc.empty()) {

@@ -19,8 +19,14 @@ namespace fb {
 // 1: cells, samples, KVM statistics. 2: host counters per cell (extra.host_counters: guest_only,
 // host_only, software, kvm_exits; each value or "unavailable" with the reason), stats per cell,
 // context.flushbench.runs and run.derived. 3: paced steps (cell.pace), memory-type mappings
-// (cell.mapping), flushbench_neighbour and context.flushbench.regime.
-inline constexpr int kResultsSchemaVersion = 3;
+// (cell.mapping), flushbench_neighbour and context.flushbench.regime. 4: the kernel's evidence for
+// mode labels (cell.mode_evidence, context.flushbench.run.phases) and the pattern table
+// (context.flushbench.patterns).
+inline constexpr int kResultsSchemaVersion = 4;
+
+// The pattern table (common/patterns.h) as data, in table order: written into every results file
+// (context.flushbench.patterns) so that reports need no pattern facts of their own.
+nlohmann::json pattern_table_json();
 
 // "<pattern>/<footprint_bytes>/<backend>/<mode>"
 std::string benchmark_name(const Cell& c);

@@ -31,7 +31,9 @@
 #include "host/native.h"
 #include "host/neighbour.h"
 #include "host/neighbour_results.h"
+#include "host/kernel_probes.h"
 #include "host/kvm_vfio_device.h"
+#include "host/mode_evidence.h"
 #include "host/pcm_sidecar.h"
 #include "host/perf_counters.h"
 #include "host/probe.h"
@@ -40,6 +42,7 @@
 #include "host/regime.h"
 #include "host/results.h"
 #include "host/statistics.h"
+#include "host/vfio_attachment.h"
 #include "host/vfio_sysfs.h"
 #include "host/vmm_guest.h"
 
@@ -56,6 +59,26 @@ struct UsageError : std::runtime_error {
 struct EnvironmentError : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
+// The kernel's evidence contradicts a phase's mode label: the run stops (exit 3).
+struct ModeContradiction : EnvironmentError {
+    using EnvironmentError::EnvironmentError;
+};
+
+// One open attachment per VFIO file for the whole process: a group opens once, and every run of a
+// matrix, and every boot of a run, attaches the same file to its own VM.
+std::shared_ptr<VfioAttachment> attachment_for(const VfioFileInfo& info) {
+    static std::map<std::string, std::shared_ptr<VfioAttachment>> open;
+    auto& a = open[info.path];
+    if (a) return a;
+    try {
+        a = std::make_shared<VfioAttachment>(VfioAttachment::open(info));
+    } catch (const VfioAttachError& e) {
+        open.erase(info.path);
+        if (e.kind() == VfioAttachError::Kind::usage) throw UsageError(e.what());
+        throw EnvironmentError(e.what());
+    }
+    return open[info.path];
+}
 
 // Signal handlers may only store to atomics: the boots poll these.
 std::atomic<bool> g_interrupted{false};
@@ -64,6 +87,12 @@ std::atomic<VmmGuest*> g_vmm{nullptr};
 
 void on_signal(int) {
     g_interrupted.store(true);
+    if (QemuGuest* q = g_qemu.load()) q->stop();
+    if (VmmGuest* v = g_vmm.load()) v->stop();
+}
+
+// Ends the boot in progress without marking the run interrupted (the caller says why).
+void stop_current_guest() {
     if (QemuGuest* q = g_qemu.load()) q->stop();
     if (VmmGuest* v = g_vmm.load()) v->stop();
 }
@@ -128,6 +157,11 @@ struct Plan {
     std::string tsc_khz_source;
     std::string image;
     std::optional<VfioFileInfo> vfio, vfio_baseline;
+    // kvm: the files opened and in their containers at planning time, so that a busy, non-viable
+    // or unsupported file stops the run before anything is written; shared by every boot.
+    std::shared_ptr<VfioAttachment> vfio_attachment, baseline_attachment;
+    std::vector<std::string> qemu_baseline;  // qemu: BDFs passed in every boot (--vfio-baseline)
+    std::vector<int> hop_cpus;  // kvm with --dirty-mask K >= 2: the K CPUs the vCPU hops through
     int vcpu_cpu = -1;       // where the vCPU (kvm) or QEMU (qemu-*) is pinned; -1: unpinned
     int neighbour_cpu = -1;  // where the host neighbour runs; -1: no neighbour
 };
@@ -169,6 +203,7 @@ std::string guest_config(const RunOptions& o, const std::string& skip) {
     std::string s = fmt::format("patterns={} footprints={} reps={} warmup={}", o.patterns, o.footprints, o.reps, o.warmup);
     if (!skip.empty()) s += " skip=" + skip;
     if (!o.pace.empty()) s += fmt::format(" pace={} pace_footprint={}", o.pace, o.pace_footprint);
+    if (o.dirty_mask > 1) s += fmt::format(" mask_width={}", o.dirty_mask);
     return s;
 }
 
@@ -260,35 +295,90 @@ Plan make_plan(const RunOptions& o) {
     if (plan.mem_bytes < need)
         throw UsageError(fmt::format("--mem-mib {} is too small for a {} MiB footprint: use at least {}", o.mem_mib, largest >> 20, need >> 20));
 
-    // Snoop-control modes.
+    // Snoop-control modes: what sysfs says first (fast, no side effects); the kernel's own answer
+    // comes when the files are opened below and while the run goes.
+    auto refuse_blocked = [](const VfioFileInfo& info, const std::string& what) {
+        auto blocking = devices_blocking_vfio(info);
+        if (!blocking.empty())
+            throw EnvironmentError(fmt::format("{} is not viable: {}; every device of an IOMMU group must be bound to vfio-pci or unbound: {}",
+                                               what, describe_blocking(blocking), bind_to_vfio_pci_fix(blocking.front().name)));
+    };
     auto check_file = [&](const std::string& path, const char* flag) {
         VfioFileInfo info = describe_vfio_file(path);
         if (info.kind == VfioFileKind::not_vfio)
             throw UsageError(fmt::format("{} {} is not a VFIO group or device file: pass /dev/vfio/N or /dev/vfio/devices/vfioX", flag, path));
         if (!fs::exists(path)) throw EnvironmentError(fmt::format("{} {} does not exist: {}", flag, path, kSnoopControlHelp));
+        refuse_blocked(info, fmt::format("{} {}", flag, path));
         return info;
     };
+    // QEMU opens a passed-through device itself: check that it can, the way it will.
+    auto check_pci = [&](const std::string& bdf, const char* flag) {
+        fs::path dev = fs::path("/sys/bus/pci/devices") / bdf;
+        if (bdf.empty() || !fs::exists(dev)) throw UsageError(fmt::format("{} {}: no such PCI device (lspci -D lists them)", flag, bdf));
+        std::error_code ec;
+        std::string driver = fs::read_symlink(dev / "driver", ec).filename().string();
+        if (driver != "vfio-pci")
+            throw EnvironmentError(fmt::format("{} {} is bound to {}, not vfio-pci: QEMU cannot pass it through. Fix: {}", flag, bdf,
+                                               driver.empty() ? "no driver" : driver, bind_to_vfio_pci_fix(bdf)));
+        std::string group = fs::read_symlink(dev / "iommu_group", ec).filename().string();
+        if (group.empty()) throw EnvironmentError(fmt::format("{} {} has no IOMMU group: enable the IOMMU (intel_iommu=on / amd_iommu=on)", flag, bdf));
+        VfioFileInfo info = describe_vfio_file("/dev/vfio/" + group);
+        refuse_blocked(info, fmt::format("{} {} (IOMMU group {})", flag, bdf, group));
+        return info;
+    };
+    auto refuse_coherent = [](const VfioFileInfo& info, const std::string& what) {
+        if (info.verdict == Coherency::coherent)
+            throw EnvironmentError(fmt::format("{} is coherent (its IOMMU enforces snoop control), so attaching it would not change how KVM "
+                                               "handles WBINVD. {}", what, info.fix.empty() ? kSnoopControlHelp : info.fix));
+        if (info.verdict == Coherency::unknown)
+            fmt::print(stderr, "warning: sysfs cannot tell the coherency of {} ({}); the kernel's evidence decides the label\n", what,
+                       info.explanation);
+    };
+    bool kvm = plan.backend == "kvm";
+    bool wants_nc = o.mode != "coherent";
     if (!o.vfio.empty()) {
-        if (plan.backend != "kvm") throw UsageError("--vfio needs --backend kvm; QEMU backends take --vfio-pci BDF");
+        if (!kvm) throw UsageError("--vfio needs --backend kvm; QEMU backends take --vfio-pci BDF");
         plan.vfio = check_file(o.vfio, "--vfio");
-        if (plan.vfio->verdict == Coherency::coherent)
-            throw EnvironmentError(fmt::format("--vfio {} is coherent (its IOMMU enforces snoop control), so attaching it would not "
-                                               "change how KVM handles WBINVD. {}", o.vfio, plan.vfio->fix.empty() ? kSnoopControlHelp : plan.vfio->fix));
-        if (plan.vfio->verdict == Coherency::unknown)
-            fmt::print(stderr, "warning: coherency of {} is unknown ({}); results are labelled with that\n", o.vfio, plan.vfio->explanation);
+        refuse_coherent(*plan.vfio, "--vfio " + o.vfio);
     }
     if (!o.vfio_baseline.empty()) {
-        if (plan.backend != "kvm") throw UsageError("--vfio-baseline needs --backend kvm");
-        plan.vfio_baseline = check_file(o.vfio_baseline, "--vfio-baseline");
-        if (plan.vfio_baseline->verdict == Coherency::noncoherent)
+        VfioFileInfo info = kvm ? check_file(o.vfio_baseline, "--vfio-baseline") : check_pci(o.vfio_baseline, "--vfio-baseline");
+        if (info.verdict == Coherency::noncoherent)
             throw UsageError(fmt::format("--vfio-baseline {} is non-coherent: the baseline must be a coherent file", o.vfio_baseline));
+        if (o.vfio_baseline == o.vfio) throw UsageError("--vfio and --vfio-baseline name the same file: the baseline is a second, coherent one");
+        plan.vfio_baseline = info;
+        if (!kvm) plan.qemu_baseline = {o.vfio_baseline};
     }
-    bool wants_nc = o.mode != "coherent";
-    if (wants_nc && plan.backend == "kvm" && !plan.vfio)
-        throw EnvironmentError(fmt::format("--mode {} needs --vfio FILE. {}", o.mode, kSnoopControlHelp));
-    if (wants_nc && plan.backend != "kvm" && o.vfio_pci.empty())
+    if (!o.vfio_pci.empty()) {
+        if (kvm) throw UsageError("--vfio-pci is for the qemu backends; the kvm backend takes --vfio FILE");
+        if (!wants_nc) throw UsageError("--vfio-pci names the non-coherent device, passed only in the noncoherent boot: use --mode "
+                                        "noncoherent or both, or --vfio-baseline BDF for a coherent device in every boot");
+        for (const auto& bdf : o.vfio_pci) refuse_coherent(check_pci(bdf, "--vfio-pci"), "--vfio-pci " + bdf);
+    }
+    if (wants_nc && kvm && !plan.vfio) throw EnvironmentError(fmt::format("--mode {} needs --vfio FILE. {}", o.mode, kSnoopControlHelp));
+    if (wants_nc && !kvm && o.vfio_pci.empty())
         throw EnvironmentError(fmt::format("--mode {} on {} needs --vfio-pci BDF of a device without snoop control. {}", o.mode, plan.backend, kSnoopControlHelp));
-    if (!o.vfio_pci.empty() && plan.backend == "kvm") throw UsageError("--vfio-pci is for the qemu backends; the kvm backend takes --vfio FILE");
+
+    // A controlled wbinvd_dirty_mask: the vCPU hops through K CPUs before each whole-cache flush.
+    if (o.dirty_mask) {
+        if (!kvm) throw UsageError("--dirty-mask needs --backend kvm: only flushbench's VMM moves its vCPU when the guest asks");
+        if (o.migrate_ms) throw UsageError("--dirty-mask and --migrate-ms both move the vCPU: choose one");
+        if (!o.neighbour.empty()) throw UsageError("--dirty-mask moves the vCPU, the neighbour needs it on one CPU: drop one of them");
+        if (o.dirty_mask > Config::kMaxMaskWidth) throw UsageError(fmt::format("--dirty-mask {}: at most {}", o.dirty_mask, Config::kMaxMaskWidth));
+        auto cpus = allowed_cpus();
+        if (o.dirty_mask > cpus.size())
+            throw EnvironmentError(fmt::format("--dirty-mask {} needs {} CPUs; this process may use {} ({}): choose a smaller width", o.dirty_mask,
+                                               o.dirty_mask, cpus.size(), cpu_list(cpus)));
+        size_t first = 0;
+        if (o.vcpu_cpu >= 0) {
+            auto it = std::find(cpus.begin(), cpus.end(), o.vcpu_cpu);
+            if (it == cpus.end()) throw UsageError(fmt::format("--vcpu-cpu {} is not a CPU this process may use: choose one of {}", o.vcpu_cpu, cpu_list(cpus)));
+            first = size_t(it - cpus.begin());
+        }
+        for (uint32_t k = 0; k < o.dirty_mask; ++k) plan.hop_cpus.push_back(cpus[(first + k) % cpus.size()]);
+        plan.vcpu_cpu = plan.hop_cpus.front();
+        if (o.dirty_mask == 1) plan.hop_cpus.clear();  // pinned: one pCPU in the mask
+    }
 
     auto phases = phases_for(o.mode, o.variant);
     if (plan.backend == "kvm") plan.boots.push_back(phases);
@@ -313,6 +403,9 @@ Plan make_plan(const RunOptions& o) {
     } catch (const std::exception& e) {
         throw EnvironmentError(fmt::format("guest image {} is not a usable kernel: {}", plan.image, e.what()));
     }
+    // Last, as it holds the files: opened, checked viable and put in their containers.
+    if (kvm && plan.vfio && wants_nc) plan.vfio_attachment = attachment_for(*plan.vfio);
+    if (kvm && plan.vfio_baseline) plan.baseline_attachment = attachment_for(*plan.vfio_baseline);
     return plan;
 }
 
@@ -341,6 +434,11 @@ public:
         ++counts_[c.status];
         if (!quiet_) print(c);
         if (after_add_) after_add_();
+    }
+    // A phase's evidence (host/mode_evidence.h), journaled like a cell.
+    void add_evidence(json phase) {
+        phase["kind"] = "phase_evidence";
+        results_.add_series(phase);
     }
     // Runs after every cell is journaled (the neighbour journals its slices with it).
     void after_add(std::function<void()> fn) { after_add_ = std::move(fn); }
@@ -433,50 +531,47 @@ std::vector<Cell> cells_from(const Plan& plan, uint32_t first_id, uint32_t phase
     return out;
 }
 
-// Drives the KVM-VFIO device between phases, on the vCPU thread while the vCPU is stopped.
+// Drives the KVM-VFIO device between phases, on the vCPU thread while the vCPU is stopped. The
+// files were opened and put in their containers when the run was planned (vfio_attachment.h).
 class SnoopControl {
 public:
-    SnoopControl(Vm& vm, const Plan& plan) {
+    SnoopControl(Vm& vm, const Plan& plan) : nc_(plan.vfio_attachment), baseline_(plan.baseline_attachment) {
         if (!KvmVfioDevice::supported(vm)) {
-            if (plan.vfio) throw EnvironmentError("this KVM cannot create a KVM-VFIO device (KVM_CREATE_DEVICE type 4 failed)");
+            if (nc_ || baseline_) throw EnvironmentError("this KVM cannot create a KVM-VFIO device (KVM_CREATE_DEVICE type 4 failed)");
             return;
         }
         device_ = std::make_unique<KvmVfioDevice>(vm);
-        auto open_file = [](const std::string& path) {
-            int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
-            if (fd < 0) throw EnvironmentError(fmt::format("cannot open {}: {} (is it bound to vfio and are you root?)", path, strerror(errno)));
-            return fd;
-        };
-        if (plan.vfio) nc_fd_ = open_file(plan.vfio->path);
-        if (plan.vfio_baseline) {
-            baseline_fd_ = open_file(plan.vfio_baseline->path);
-            attach(baseline_fd_, plan.vfio_baseline->path);
-        }
-    }
-    ~SnoopControl() {
-        if (nc_fd_ >= 0) ::close(nc_fd_);
-        if (baseline_fd_ >= 0) ::close(baseline_fd_);
+        if (baseline_) add(*baseline_), baseline_->bind();
+        // A cdev is bound to iommufd only after KVM knows it; it leaves again until its phase.
+        if (nc_ && nc_->is_cdev()) add(*nc_), nc_->bind(), device_->del_file(nc_->fd());
     }
     bool device_created() const { return device_ != nullptr; }
 
-    void enter(const Phase& phase, const Plan& plan) {
+    void enter(const Phase& phase) {
         bool want_nc = phase.mode == "noncoherent";
-        if (want_nc && !nc_attached_) attach(nc_fd_, plan.vfio->path), nc_attached_ = true;
-        if (!want_nc && nc_attached_) device_->del_file(nc_fd_), nc_attached_ = false;
+        if (want_nc && !nc_attached_) add(*nc_), nc_attached_ = true;
+        if (!want_nc && nc_attached_) device_->del_file(nc_->fd()), nc_attached_ = false;
+    }
+    // What is attached to the VM now, with the kernel's answer about each file.
+    std::vector<AttachedFile> attached() const {
+        std::vector<AttachedFile> a;
+        if (baseline_) a.push_back({baseline_->path(), "baseline", baseline_->coherency()});
+        if (nc_attached_) a.push_back({nc_->path(), "noncoherent", nc_->coherency()});
+        return a;
     }
 
 private:
-    void attach(int fd, const std::string& path) {
+    void add(const VfioAttachment& file) {
         try {
-            device_->add_file(fd);
+            device_->add_file(file.fd());
         } catch (const KvmVfioError& e) {
             if (e.kind() == VfioFileError::not_vfio_file)
-                throw UsageError(fmt::format("{} is not a VFIO file (the kernel said EINVAL): pass /dev/vfio/N or /dev/vfio/devices/vfioX", path));
-            throw EnvironmentError(fmt::format("attaching {} to the KVM-VFIO device failed: {}", path, e.what()));
+                throw UsageError(fmt::format("{} is not a VFIO file (the kernel said EINVAL): pass /dev/vfio/N or /dev/vfio/devices/vfioX", file.path()));
+            throw EnvironmentError(fmt::format("attaching {} to the KVM-VFIO device failed: {}", file.path(), e.what()));
         }
     }
     std::unique_ptr<KvmVfioDevice> device_;
-    int nc_fd_ = -1, baseline_fd_ = -1;
+    std::shared_ptr<VfioAttachment> nc_, baseline_;
     bool nc_attached_ = false;
 };
 
@@ -558,7 +653,8 @@ json stats_delta(const KvmStats& before, const KvmStats& after) {
 // One boot on the built-in VMM. Records arrive with the vCPU stopped, so phase changes and KVM
 // statistics snapshots happen between two guest instructions.
 BootEnd boot_kvm(const Plan& plan, const RunOptions& o, const std::vector<Phase>& phases, const std::string& cmdline,
-                 RecordStream& stream, json& boot_facts, uint64_t& tsc_khz, json& cell_extra) {
+                 RecordStream& stream, json& boot_facts, uint64_t& tsc_khz, json& cell_extra, ModeWitness& witness,
+                 const std::function<void(const std::string&)>& contradicted) {
     struct Events : VmmEvents {
         RecordStream& stream;
         json& cell_extra;  // picked up by the cell that the next "end" record completes
@@ -592,6 +688,7 @@ BootEnd boot_kvm(const Plan& plan, const RunOptions& o, const std::vector<Phase>
     vo.cmdline = cmdline;
     if (plan.vcpu_cpu >= 0) vo.cpu = plan.vcpu_cpu;
     vo.migrate_every_ms = std::chrono::milliseconds(o.migrate_ms);
+    vo.hop_cpus = plan.hop_cpus;
     VmmGuest guest(image, vo, events);
     events.guest = &guest;
     SnoopControl snoop(guest.vm(), plan);
@@ -601,14 +698,21 @@ BootEnd boot_kvm(const Plan& plan, const RunOptions& o, const std::vector<Phase>
     auto stats = guest.kvm_stats();
     if (!stats.vcpu.unavailable.empty()) boot_facts["kvm_stats_unavailable"] = stats.vcpu.unavailable;
 
+    // The phase's window opens before its KVM-VFIO change, so the change is counted in it.
     stream.on_phase([&](uint32_t index) {
-        if (index < phases.size()) snoop.enter(phases[index], plan);
+        if (index >= phases.size()) return;
+        const PhaseEvidence& ev = witness.begin(index, phases[index].label, phases[index].mode, [&] {
+            snoop.enter(phases[index]);
+            return snoop.attached();
+        });
+        if (ev.judgement.verdict == Verdict::contradicted) contradicted(contradiction_message(ev));
     });
     g_vmm.store(&guest);
     VmmOutcome out = guest.run(o.cell_timeout);
     g_vmm.store(nullptr);
-    boot_facts["exits"] = {{"serial", out.exits.serial}, {"record", out.exits.record}, {"io_other", out.exits.io_other},
-                           {"mmio", out.exits.mmio}, {"total", out.exits.total()}};
+    boot_facts["exits"] = {{"serial", out.exits.serial}, {"record", out.exits.record}, {"hop", out.exits.hop},
+                           {"io_other", out.exits.io_other}, {"mmio", out.exits.mmio}, {"total", out.exits.total()}};
+    if (!plan.hop_cpus.empty()) boot_facts["hop_cpus"] = plan.hop_cpus;
     if (out.protocol_errors) boot_facts["protocol_errors"] = {{"count", out.protocol_errors}, {"last", out.last_protocol_error}};
     if (!out.cpus_used.empty()) boot_facts["cpus_used"] = out.cpus_used;
     BootEnd end;
@@ -625,17 +729,32 @@ BootEnd boot_kvm(const Plan& plan, const RunOptions& o, const std::vector<Phase>
     return end;
 }
 
-BootEnd boot_qemu(const Plan& plan, const RunOptions& o, const std::string& cmdline, RecordStream& stream, json& boot_facts) {
+// One boot per mode: the non-coherent devices only in the noncoherent boot (QEMU adds every
+// passed-through device to its KVM-VFIO device for the VM's whole life), the baseline in every boot.
+BootEnd boot_qemu(const Plan& plan, const RunOptions& o, const Phase& phase, const std::string& cmdline, RecordStream& stream,
+                  json& boot_facts, ModeWitness& witness, const std::function<void(const std::string&)>& contradicted) {
     QemuOptions qo;
     qo.image = plan.image;
     qo.machine = o.machine;
     qo.kvm = plan.backend == "qemu-kvm";
     qo.mem_mib = plan.mem_bytes >> 20;
     qo.cmdline = cmdline;
-    qo.vfio_pci = o.vfio_pci;
+    qo.vfio_pci = plan.qemu_baseline;
+    std::vector<AttachedFile> attached;
+    // QEMU owns the containers: only kprobes can tell what KVM made of the devices.
+    KernelCoherency qemus{Coherency::unknown, "", "QEMU opened it in its own container"};
+    for (const auto& bdf : plan.qemu_baseline) attached.push_back({bdf, "baseline", qemus});
+    if (phase.mode == "noncoherent")
+        for (const auto& bdf : o.vfio_pci) qo.vfio_pci.push_back(bdf), attached.push_back({bdf, "noncoherent", qemus});
     qo.pin_cpu = plan.vcpu_cpu;
     QemuGuest q(qo);
     boot_facts["qemu_argv"] = q.argv();
+    // The window opens before QEMU starts: it adds its devices to KVM before the guest runs.
+    witness.begin(0, phase.label, phase.mode, [&] { return attached; });
+    stream.on_phase([&](uint32_t) {
+        const PhaseEvidence& ev = witness.recheck();
+        if (ev.judgement.verdict == Verdict::contradicted) contradicted(contradiction_message(ev));
+    });
     g_qemu.store(&q);
     auto silence = std::chrono::duration_cast<std::chrono::milliseconds>(o.cell_timeout);
     QemuOutcome out = q.run([&](std::string_view b) { stream.feed_bytes(b); },
@@ -679,14 +798,41 @@ void run_boot_group(const Plan& plan, const RunOptions& o, const std::vector<Pha
         if (pace_khz) cmdline += fmt::format(" tsc_khz={}", pace_khz);
         RecordStream stream;
         json facts = {{"cmdline", cmdline}}, cell_extra = json::object();
+        // The kernel's evidence for this boot's mode labels. On the kvm backend the probes count
+        // this process's KVM-VFIO work, so they open here, before the vCPU thread exists.
+        ModeWitness witness(CoherencyProbes::open(plan.backend == "kvm"), run_index, uint32_t(boots_log.size()));
+        std::optional<std::string> contradiction;  // once set, nothing more is written under a label
+        auto contradicted = [&](const std::string& why) {
+            if (!contradiction) contradiction = why;
+            stop_current_guest();
+        };
+        stream.on_cell_begin([&] { witness.cell_begin(); });
         stream.on_cell([&](Cell&& c) {
+            if (contradiction) return;
             c.extra = std::exchange(cell_extra, json::object());
+            c.mode_evidence = witness.cell_end();
+            if (c.mode_evidence.value("verdict", "") == to_string(Verdict::contradicted))
+                return contradicted(contradiction_message(witness.phases().back()) + " (cell " + c.label() + ")");
             sink.add(std::move(c), phases.at(std::min<size_t>(c.phase, phases.size() - 1)), tsc_khz);
         });
         // Memory-controller traffic (WBINVD's write-backs are the physical cost) for the whole boot.
         PcmSidecar pcm = PcmSidecar::start(0.1);
-        BootEnd end = plan.backend == "kvm" ? boot_kvm(plan, o, phases, cmdline, stream, facts, tsc_khz, cell_extra)
-                                            : boot_qemu(plan, o, cmdline, stream, facts);
+        BootEnd end;
+        try {
+            end = plan.backend == "kvm" ? boot_kvm(plan, o, phases, cmdline, stream, facts, tsc_khz, cell_extra, witness, contradicted)
+                                        : boot_qemu(plan, o, phases.front(), cmdline, stream, facts, witness, contradicted);
+        } catch (...) {
+            witness.end();
+            for (const auto& p : witness.phases()) sink.add_evidence(to_json(p));
+            throw;
+        }
+        witness.end();
+        facts["mode_evidence"] = {{"kprobes", witness.describe_probes()}, {"phases", json::array()}};
+        for (const auto& p : witness.phases()) {
+            json j = to_json(p);
+            sink.add_evidence(j);
+            facts["mode_evidence"]["phases"].push_back({{"label", p.label}, {"verdict", j["verdict"]}, {"summary", j["summary"]}});
+        }
         facts["pcm"] = pcm.stop();
         facts["end"] = {{"kind", int(end.kind)}, {"detail", end.detail}, {"cells", stream.cells_done()},
                         {"noise_lines", stream.health().noise_lines}, {"corrupt_lines", stream.health().corrupt_lines},
@@ -694,6 +840,7 @@ void run_boot_group(const Plan& plan, const RunOptions& o, const std::vector<Pha
         if (!stream.hello().empty()) facts["guest"] = stream.hello();
         boots_log.push_back(facts);
 
+        if (contradiction) throw ModeContradiction(*contradiction);
         if (end.kind == BootEnd::Kind::failed) throw EnvironmentError(fmt::format("{} could not run the guest: {}", plan.backend, end.detail));
         if (stream.guest_error() && stream.cells_done() == 0 && end.kind == BootEnd::Kind::exited &&
             end.exit_code == uint32_t(boot::ExitCode::bad_config))
@@ -718,6 +865,11 @@ void run_boot_group(const Plan& plan, const RunOptions& o, const std::vector<Pha
         culprit.tsc.clear();
         culprit.guest_pmu.clear();
         culprit.last_output = stream.tail();
+        if (!witness.phases().empty()) {
+            const PhaseEvidence& p = witness.phases().back();
+            culprit.mode_evidence = {{"run", p.run}, {"boot", p.boot}, {"phase", p.phase}, {"verdict", to_string(p.judgement.verdict)},
+                                     {"source", p.judgement.source}, {"summary", p.judgement.summary}};
+        }
         if (end.kind == BootEnd::Kind::hung) {
             culprit.status = CellStatus::hung;
             culprit.reason = fmt::format("no guest output for {} s; the watchdog stopped the guest", o.cell_timeout.count());
@@ -733,11 +885,13 @@ void run_boot_group(const Plan& plan, const RunOptions& o, const std::vector<Pha
     }
 }
 
-// The terminal's closing table: median net TSC cycles per cell, one column per backend/mode.
+// The terminal's closing table: median net TSC cycles per cell, one column per backend/mode, and
+// under each column what the kernel said about its mode label.
 std::string summary_table(const std::vector<Cell>& cells) {
     std::vector<std::string> columns;
     std::map<std::pair<std::string, uint64_t>, std::map<std::string, std::string>> rows;
     std::vector<std::pair<std::string, uint64_t>> order;
+    std::map<std::string, std::set<std::string>> verdicts, sources, unverified;
     for (const auto& c : cells) {
         std::string col = c.backend + "/" + c.mode;
         if (std::find(columns.begin(), columns.end(), col) == columns.end()) columns.push_back(col);
@@ -746,6 +900,10 @@ std::string summary_table(const std::vector<Cell>& cells) {
         std::string v = to_string(c.status);
         if (c.status == CellStatus::ok && !c.tsc.empty()) v = fmt::format("{:.0f}", median(net_cycles(c)));
         rows[key][col] = v;
+        std::string verdict = c.mode_evidence.value("verdict", "unverified");
+        verdicts[col].insert(verdict);
+        if (std::string src = c.mode_evidence.value("source", ""); !src.empty()) sources[col].insert(src);
+        if (verdict == "unverified") unverified[col].insert(c.mode_evidence.value("summary", "no evidence recorded"));
     }
     std::string out = fmt::format("\n{:<16} {:>10}", "pattern", "bytes");
     for (const auto& col : columns) out += fmt::format(" {:>22}", col);
@@ -754,6 +912,13 @@ std::string summary_table(const std::vector<Cell>& cells) {
         out += fmt::format("{:<16} {:>10}", key.first, key.second);
         for (const auto& col : columns) out += fmt::format(" {:>22}", rows[key].count(col) ? rows[key][col] : "-");
         out += "\n";
+    }
+    out += fmt::format("{:<27}", "mode evidence");
+    for (const auto& col : columns) out += fmt::format(" {:>22}", fmt::format("{}", fmt::join(verdicts[col], "/")));
+    out += "\n";
+    for (const auto& col : columns) {
+        if (!sources[col].empty()) out += fmt::format("  {}: {} ({})\n", col, fmt::join(verdicts[col], "/"), fmt::join(sources[col], ", "));
+        for (const auto& why : unverified[col]) out += fmt::format("  {}: UNVERIFIED: {}\n", col, why);
     }
     return out;
 }
@@ -829,6 +994,8 @@ void run_native_into(const RunOptions& o, CellSink& sink, const std::vector<Cell
     NativeResults r = run_native_bench(no);
     for (auto& c : r.cells) {
         uint64_t khz = c.tsc_khz;
+        c.mode_evidence = {{"verdict", to_string(Verdict::confirmed)}, {"source", "native"},
+                           {"summary", "host user space: no VM, so no snoop-control mode"}};
         sink.add(std::move(c), {"native", "native"}, khz);
     }
 }
@@ -878,7 +1045,10 @@ int execute(const std::vector<Plan>& plans, const std::vector<RunOptions>& runs,
     bool interrupted = g_interrupted.load();
     std::map<CellStatus, uint32_t> counts;
     for (const auto& c : results.cells()) ++counts[c.status];
-    json summary = {{"boots", boots_log}, {"cells", results.cells().size()}, {"cells_planned", total},
+    json phases = json::array();
+    for (const auto& chunk : results.series())
+        if (chunk.value("kind", "") == "phase_evidence") phases.push_back(chunk), phases.back().erase("kind");
+    json summary = {{"boots", boots_log}, {"phases", phases}, {"cells", results.cells().size()}, {"cells_planned", total},
                     {"resumed_cells", already.size()}, {"interrupted", interrupted}, {"error", failure},
                     {"derived", derived_ratios(results.cells())}};
     json extra = json::object();
@@ -931,7 +1101,7 @@ json to_json(const RunOptions& o) {
     return {{"backend", o.backend}, {"mode", o.mode}, {"vfio", o.vfio}, {"vfio_baseline", o.vfio_baseline},
             {"vfio_pci", o.vfio_pci}, {"machine", o.machine}, {"patterns", o.patterns}, {"footprints", o.footprints},
             {"skip", o.skip}, {"reps", o.reps}, {"warmup", o.warmup}, {"vcpu_cpu", o.vcpu_cpu},
-            {"migrate_ms", o.migrate_ms}, {"mem_mib", o.mem_mib}, {"cell_timeout_s", o.cell_timeout.count()},
+            {"migrate_ms", o.migrate_ms}, {"dirty_mask", o.dirty_mask}, {"mem_mib", o.mem_mib}, {"cell_timeout_s", o.cell_timeout.count()},
             {"image", o.image}, {"out", o.out}, {"inject", o.inject}, {"variant", o.variant}, {"events", o.events},
             {"pace", o.pace}, {"pace_footprint", o.pace_footprint}, {"neighbour", o.neighbour}, {"slice_ms", o.slice_ms},
             {"neighbour_bytes", o.neighbour_bytes}};
@@ -952,6 +1122,7 @@ RunOptions run_options_from_json(const json& j) {
     o.warmup = j.at("warmup").get<uint32_t>();
     o.vcpu_cpu = j.value("vcpu_cpu", -1);
     o.migrate_ms = j.value("migrate_ms", 0u);
+    o.dirty_mask = j.value("dirty_mask", 0u);
     o.mem_mib = j.value("mem_mib", uint64_t{0});
     o.cell_timeout = std::chrono::seconds(j.value("cell_timeout_s", 10));
     o.image = j.value("image", "");
@@ -990,7 +1161,7 @@ json base_context(const std::vector<Plan>& plans, const std::vector<RunOptions>&
                   {"mem_bytes", plan.mem_bytes}, {"cell_timeout_s", o.cell_timeout.count()},
                   {"vcpu_cpu", o.vcpu_cpu}, {"migrate_ms", o.migrate_ms}, {"runs", recorded},
                   {"tsc_khz_source", "KVM_GET_TSC_KHZ on the vCPU (kvm) or on a scratch vCPU (qemu)"},
-                  {"regime", host_regime()}};
+                  {"regime", host_regime()}, {"patterns", pattern_table_json()}};
     if (plan.vfio) fbctx["vfio"] = *plan.vfio;
     fbctx["vfio_baseline"] = plan.vfio_baseline ? json(*plan.vfio_baseline) : json(nullptr);
     if (emulated) fbctx["caveats"] = {"qemu-tcg: TCG treats WBINVD and CLFLUSH* as no-ops; timings are emulated, functional only"};

@@ -28,7 +28,7 @@ struct RunOptions {
     std::string backend = "auto";            // auto, kvm, qemu-kvm, qemu-tcg
     std::string mode = "coherent";           // coherent, noncoherent, both
     std::string vfio;                        // VFIO group or device cdev for the noncoherent phase
-    std::string vfio_baseline;               // a coherent VFIO file attached in the coherent phase
+    std::string vfio_baseline;               // a coherent VFIO file (kvm) or PCI BDF (qemu) attached throughout
     std::vector<std::string> vfio_pci;       // qemu backends: devices QEMU passes through
     std::string machine = "microvm";         // qemu backends
     std::string patterns = "all";
@@ -37,6 +37,7 @@ struct RunOptions {
     uint32_t reps = 31, warmup = 3;
     int vcpu_cpu = -1;                       // pin the vCPU (kvm) or QEMU (qemu-*) to this CPU
     uint32_t migrate_ms = 0;                 // kvm: move the vCPU between CPUs this often
+    uint32_t dirty_mask = 0;                 // kvm: K > 0 puts K pCPUs in wbinvd_dirty_mask before each WBINVD
     uint64_t mem_mib = 0;                    // 0: sized to the largest footprint
     std::chrono::seconds cell_timeout{10};   // silence after which a cell is declared hung
     std::string image;                       // guest ELF; default: the one built beside us

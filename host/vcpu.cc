@@ -5,6 +5,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <stdexcept>
@@ -13,6 +14,7 @@
 #include <fmt/format.h>
 
 #include "common/boot.h"
+#include "host/vfio_sysfs.h"  // read_sysfs_attr, parse_dec_u64
 
 namespace fb {
 namespace {
@@ -139,6 +141,33 @@ std::string cpu_list(std::span<const int> cpus) {
         i = j + 1;
     }
     return s.empty() ? "none" : s;
+}
+
+std::optional<std::vector<int>> parse_cpu_list(const std::string& text) {
+    std::vector<int> cpus;
+    if (text.empty()) return cpus;
+    size_t pos = 0;
+    while (pos <= text.size()) {
+        size_t comma = std::min(text.find(',', pos), text.size());
+        std::string piece = text.substr(pos, comma - pos);
+        size_t dash = piece.find('-');
+        auto lo = parse_dec_u64(piece.substr(0, dash));
+        auto hi = dash == std::string::npos ? lo : parse_dec_u64(piece.substr(dash + 1));
+        if (!lo || !hi || *lo > *hi || *hi >= CPU_SETSIZE) return std::nullopt;
+        for (uint64_t c = *lo; c <= *hi; ++c) cpus.push_back(int(c));
+        pos = comma + 1;
+    }
+    return cpus;
+}
+
+std::optional<std::vector<int>> read_cpu_list(const std::string& file) {
+    auto text = read_sysfs_attr(file);
+    return text ? parse_cpu_list(*text) : std::nullopt;
+}
+
+std::vector<int> online_cpus() {
+    auto cpus = read_cpu_list("/sys/devices/system/cpu/online");
+    return cpus && !cpus->empty() ? *cpus : allowed_cpus();
 }
 
 Vcpu::Vcpu(const Vm& vm, uint32_t id) : id_(id) {

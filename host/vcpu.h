@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstdint>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -27,6 +28,12 @@ void pin_thread(pid_t tid, int cpu);
 std::vector<int> allowed_cpus();
 // {0, 1, 2, 5} -> "0-2,5", the form sysfs and taskset use; "none" for no CPU.
 std::string cpu_list(std::span<const int> cpus);
+// "0-3,8,10-11" (sysfs CPU lists) -> {0, 1, 2, 3, 8, 10, 11}; nullopt on anything else.
+std::optional<std::vector<int>> parse_cpu_list(const std::string& text);
+// The CPU list in a sysfs file (e.g. .../cpu/online, .../cache/index3/shared_cpu_list).
+std::optional<std::vector<int>> read_cpu_list(const std::string& file);
+// Every online CPU of the host, whatever this process may run on: where host-wide events count.
+std::vector<int> online_cpus();
 
 class Vcpu {
 public:

@@ -180,11 +180,19 @@ void VmmGuest::migrate(pid_t tid) {
     cpus_used_.push_back(cpu);
 }
 
+void VmmGuest::hop() {
+    // sched_setaffinity() on itself moves the thread before the call returns, so the next KVM_RUN
+    // loads the vCPU on the new CPU.
+    hop_index_ = (hop_index_ + 1) % opts_.hop_cpus.size();
+    pin_current_thread(opts_.hop_cpus[hop_index_]);
+}
+
 void VmmGuest::vcpu_thread() {
     vcpu_tid_.store(gettid());
     try {
         std::optional<int> first_cpu = opts_.cpu;
         if (!migrate_cpus_.empty()) first_cpu = migrate_cpus_[migrate_index_];
+        if (!opts_.hop_cpus.empty()) first_cpu = opts_.hop_cpus.front();
         if (first_cpu) {
             pin_current_thread(*first_cpu);
             std::lock_guard lock(migrate_lock_);
@@ -254,6 +262,12 @@ bool VmmGuest::handle_exit(kvm_run& run) {
                     std::memcpy(&addr, data + size_t(i) * sizeof addr, sizeof addr);
                     handle_record(addr);
                 }
+                return true;
+            }
+            if (port == boot::kHopPort && out) {
+                ++outcome_.exits.hop;
+                if (opts_.hop_cpus.empty()) protocol_error("OUT to the hop port, but this VM has no hop set");
+                else hop();
                 return true;
             }
             if (port == boot::kExitPort && out) {

@@ -46,6 +46,9 @@ struct VmmOptions {
     std::chrono::milliseconds migrate_every_ms{0};
     uint64_t migrate_every_exits = 0;
     std::vector<int> migrate_cpus;
+    // The hop set (common/boot.h kHopPort): each OUT to the hop port re-pins the vCPU thread to the
+    // next CPU of this list, cyclically, before the vCPU runs again. Starts on hop_cpus[0].
+    std::vector<int> hop_cpus;
 };
 
 struct VmmExitCounts {
@@ -53,11 +56,12 @@ struct VmmExitCounts {
     uint64_t uart_other = 0;  // other COM1 accesses (LSR polls, line setup)
     uint64_t record = 0;
     uint64_t exit_port = 0;
+    uint64_t hop = 0;       // OUTs to the hop port
     uint64_t io_other = 0;  // ports nobody owns (0x80 of the pio pattern)
     uint64_t mmio = 0;
     uint64_t interrupted = 0;  // KVM_RUN returned EINTR on our request
     uint64_t other = 0;        // exits we could only note (KVM_EXIT_INTR with rc 0, ...)
-    uint64_t total() const { return serial + uart_other + record + exit_port + io_other + mmio + interrupted + other; }
+    uint64_t total() const { return serial + uart_other + record + exit_port + hop + io_other + mmio + interrupted + other; }
 };
 
 struct VmmOutcome {
@@ -111,6 +115,7 @@ private:
     static int64_t now_ns();
 
     void migrate(pid_t tid);  // re-pins the vCPU thread (kernel tid) to the next migration CPU
+    void hop();               // vCPU thread: re-pins itself to the next CPU of the hop set
 
     VmmOptions opts_;
     VmmEvents& events_;
@@ -141,6 +146,7 @@ private:
     uint64_t migrations_ = 0;
     std::vector<int> cpus_used_;
     uint64_t exits_since_migration_ = 0;  // vCPU thread only
+    size_t hop_index_ = 0;                // vCPU thread only
 };
 
 }  // namespace fb

@@ -5,6 +5,7 @@
 // (kept, and its path printed, when the test fails).
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -323,6 +324,61 @@ TEST_F(CliTest, KvmQuickRunWritesCompleteGoogleBenchmarkResults) {
         return contains(l, "flushbench: ") && contains(l, " cells (") && contains(l, out.string());
     })) << r.err;
     EXPECT_TRUE(contains(r.err, "median net TSC cycles")) << "the summary table";
+
+    // A label is a claim with evidence: no VFIO file here, so KVM cannot have non-coherent DMA.
+    EXPECT_EQ(fbctx["patterns"].size(), table.size()) << "the pattern table travels with the results";
+    // One phase per boot (a crashed cell reboots the guest for the rest), each judged on its own.
+    const json& phases = fbctx["run"]["phases"];
+    ASSERT_EQ(phases.size(), fbctx["run"]["boots"].size()) << fbctx["run"].dump(1).substr(0, 2000);
+    for (const auto& ph : phases) {
+        EXPECT_EQ(ph.value("mode", ""), "coherent");
+        EXPECT_EQ(ph.value("verdict", ""), "confirmed");
+        EXPECT_EQ(ph.value("source", "").rfind("no-vfio-file", 0), 0u) << ph.dump();
+        EXPECT_TRUE(ph["kprobes"].contains("register") || ph["kprobes"].contains("unavailable")) << ph.dump();
+    }
+    for (const auto& c : (*doc)["flushbench_cells"]) {
+        if (c.value("status", "") != "ok") continue;
+        EXPECT_EQ(c["mode_evidence"].value("verdict", ""), "confirmed") << c.value("name", "");
+    }
+    EXPECT_TRUE(contains(r.err, "mode evidence")) << "the summary table says what the kernel said";
+}
+
+// 1b. --dirty-mask: one run per width, the guest hopping through K CPUs before each WBINVD.
+
+TEST_F(CliTest, DirtyMaskRunsOnePerWidthAndHopsBeforeEveryWbinvd) {
+    REQUIRE_KVM();
+    fs::path out = dir_ / "m.json";
+    std::vector<std::string> args = {kBin, "run", "--backend", "kvm", "--patterns", "nop,wbinvd", "--footprints", "4K", "--reps", "5",
+                                     "--warmup", "1", "--dirty-mask", "1,2", "--quiet", "--out", out.string()};
+    ProcResult r = run_cmd(args, 60s);
+    ASSERT_EQ(r.code, kExitOk) << describe(args, r);
+    auto doc = load_json(out);
+    ASSERT_TRUE(doc);
+    std::set<std::string> modes;
+    for (const auto& c : (*doc)["flushbench_cells"]) modes.insert(c.value("mode", ""));
+    EXPECT_EQ(modes, (std::set<std::string>{"coherent+mask1", "coherent+mask2"}));
+    const json& boots = (*doc)["context"]["flushbench"]["run"]["boots"];
+    ASSERT_EQ(boots.size(), 2u);
+    // Width 1 is pinned (no hops); width 2 hops twice before each of the 6 WBINVDs (5 + 1 warm-up),
+    // ending on the CPU it started from, and never before nop.
+    EXPECT_EQ(boots[0]["exits"].value("hop", -1), 0);
+    EXPECT_EQ(boots[1]["exits"].value("hop", -1), 12);
+    EXPECT_EQ(boots[1]["hop_cpus"].size(), 2u);
+}
+
+TEST_F(CliTest, DirtyMaskWiderThanTheHostIsRefused) {
+    REQUIRE_KVM();
+    size_t cpus = 0;
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) cpus = size_t(CPU_COUNT(&set));
+    if (cpus >= 64) GTEST_SKIP() << "this host has 64 CPUs or more: every width up to the limit fits";
+    std::string width = std::to_string(cpus + 1);
+    std::vector<std::string> args = {kBin, "run", "--backend", "kvm", "--dirty-mask", width, "--out", (dir_ / "w.json").string()};
+    ProcResult r = run_cmd(args, 30s);
+    EXPECT_EQ(r.code, kExitEnvironment) << describe(args, r);
+    EXPECT_EQ(lines_of(r.err).size(), 1u) << r.err;
+    EXPECT_TRUE(contains(r.err, "--dirty-mask " + width) && contains(r.err, "CPUs")) << r.err;
+    EXPECT_TRUE(dir_entries(dir_).empty());
 }
 
 // 2. qemu-tcg: everything it measures is labelled as emulated.
@@ -485,6 +541,15 @@ const BadInput kBadInputs[] = {
     {"patterns_none_without_pace", {"--patterns", "none"}, kExitUsage, {"nothing to run"}},
     {"bad_pace_rate", {"--pace", "wbinvd@fast:100"}, kExitUsage, {"'wbinvd@fast:100'"}},
     {"pace_on_native", {"--backend", "native", "--pace", "idle:100"}, kExitUsage, {"--pace", "guest"}},
+    {"dirty_mask_bad_width", {"--backend", "kvm", "--dirty-mask", "1,0"}, kExitUsage, {"--dirty-mask 0", "1,2,4"}, BadInput::kvm},
+    {"dirty_mask_on_qemu_backend", {"--backend", "qemu-tcg", "--dirty-mask", "2"}, kExitUsage, {"--dirty-mask", "--backend kvm"},
+     BadInput::qemu},
+    {"dirty_mask_with_migration", {"--backend", "kvm", "--dirty-mask", "1", "--migrate-ms", "5"}, kExitUsage, {"--migrate-ms"},
+     BadInput::kvm},
+    {"vfio_pci_in_coherent_mode", {"--backend", "qemu-tcg", "--vfio-pci", "0000:00:01.0"}, kExitUsage, {"--vfio-baseline"},
+     BadInput::qemu},
+    {"vfio_pci_no_such_device", {"--backend", "qemu-tcg", "--mode", "noncoherent", "--vfio-pci", "0000:7f:1f.7"}, kExitUsage,
+     {"0000:7f:1f.7", "no such PCI device"}, BadInput::qemu},
 };
 
 INSTANTIATE_TEST_SUITE_P(Run, CliBadInput, ::testing::ValuesIn(kBadInputs),
