@@ -33,7 +33,7 @@ int kprobe_pmu_type(std::string& why) {
     return int(*v);
 }
 
-std::string open_fix(int err, const std::string& function) {
+std::string open_fix(int err, const char* function) {
     switch (err) {
         case EACCES:
         case EPERM:
@@ -52,7 +52,7 @@ std::string open_fix(int err, const std::string& function) {
 
 }  // namespace
 
-KprobeCounter KprobeCounter::open(const std::string& function, Scope scope, int cpu) {
+KprobeCounter KprobeCounter::open(const char* function, Scope scope, int cpu) {
     std::string why;
     int type = kprobe_pmu_type(why);
     if (type < 0) throw std::runtime_error(why);
@@ -60,7 +60,7 @@ KprobeCounter KprobeCounter::open(const std::string& function, Scope scope, int 
         perf_event_attr a{};
         a.size = sizeof a;
         a.type = uint32_t(type);
-        a.config1 = reinterpret_cast<uint64_t>(function.c_str());  // kprobe_func: the kernel copies the name
+        a.config1 = reinterpret_cast<uint64_t>(function);  // kprobe_func
         a.config2 = 0;                                             // probe_offset
         a.inherit = scope == Scope::process;
         int fd = perf_event_open(&a, pid, on_cpu, -1);

@@ -32,8 +32,9 @@ public:
         host_cpu  // every task on one CPU
     };
     // Throws std::runtime_error with the kernel's reason and the fix (no kprobe PMU, not root, no
-    // such function).
-    static KprobeCounter open(const std::string& function, Scope scope, int cpu = -1);
+    // such function). `function` must be a string literal: the kernel reads the name again from
+    // this address whenever a new thread inherits the counter (perf_kprobe_init() on clone).
+    static KprobeCounter open(const char* function, Scope scope, int cpu = -1);
     uint64_t read() const;
 
 private:

@@ -140,6 +140,8 @@ void KvmExitTrace::Decoder::on_sample(uint64_t time_ns, std::span<const uint8_t>
         ++exits;
         if (pending) ++by_reason[pending->second].count;  // its entry was lost: counted, not timed
         pending = std::make_pair(time_ns, exit_reason_name(isa, *reason));
+        auto& r = by_reason[pending->second];
+        r.isa = isa, r.code = *reason;
     } else if (entry_fmt && *type == entry_fmt->id) {
         ++entries;
         if (!pending) return;  // the entry that resumed the vCPU after start()
@@ -463,7 +465,8 @@ nlohmann::json KvmExitTrace::result() const {
         j["source"] = exit_tp->event;
         j["exits_sampled"] = s.decoder.exits;
         for (const auto& [name, r] : s.decoder.by_reason) {
-            nlohmann::json e = {{"count", r.count}, {"timed", r.timed}, {"total_ns", r.total_ns}};
+            nlohmann::json e = {{"count", r.count}, {"timed", r.timed}, {"total_ns", r.total_ns},
+                                {"isa", to_string(r.isa)}, {"code", fmt::format("{:#x}", r.code)}};
             e["mean_ns"] = r.timed ? nlohmann::json(double(r.total_ns) / double(r.timed)) : nlohmann::json(nullptr);
             by[name] = e;
         }

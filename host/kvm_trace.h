@@ -60,7 +60,7 @@ class KvmExitTrace {
     void start();
     void stop();
 
-    // {source, by_reason: {name: {count, timed, total_ns, mean_ns}}, counts: {"kvm:kvm_exit": n, ...},
+    // {source, by_reason: {name: {count, timed, total_ns, mean_ns, isa, code}}, counts: {"kvm:kvm_exit": n, ...},
     //  duration_ns, tracefs, [exits_sampled], [note], [lost_samples], [unavailable_events: {event: reason}],
     //  [unavailable]}
     // by_reason is empty unless source is "kvm:kvm_exit".
@@ -75,6 +75,8 @@ class KvmExitTrace {
         std::string reason_field = "exit_reason";
         struct Reason {
             uint64_t count = 0, timed = 0, total_ns = 0;
+            Isa isa = Isa::unknown;  // whose numbering `code` is in (VMX reason 54 and SVM 0x89 are WBINVD)
+            uint64_t code = 0;
         };
         std::map<std::string, Reason> by_reason;
         std::optional<std::pair<uint64_t, std::string>> pending;  // {time of the exit, its reason}

@@ -3,13 +3,17 @@
 #include <fcntl.h>
 #include <linux/kvm.h>
 #include <sys/ioctl.h>
+#include <sys/utsname.h>
 #include <unistd.h>
+
+#include <cstdio>
 
 #include <vector>
 
 #include <fmt/format.h>
 
 #include "common/x86/cpu.h"
+#include "host/vfio_attachment.h"
 #include "host/vfio_sysfs.h"
 
 namespace fb {
@@ -31,28 +35,89 @@ json guest_pat_quirk(const std::string& dev_root) {
                                                  : "not offered by this KVM";
 }
 
-// A file that would make KVM register non-coherent DMA: a VFIO file whose IOMMU lacks snoop
-// control, or an mdev type from which one can be created.
-std::string noncoherent_source(const ProbeOptions& o) {
-    for (const auto& f : list_vfio_files(o.dev_root))
-        if (describe_vfio_file(f, o.sysfs_root).verdict == Coherency::noncoherent) return f + " (non-coherent)";
+// Non-coherent mode is reachable only through a file the kernel would really accept: each VFIO
+// file sysfs calls non-coherent is opened and put in its container, the way a run attaches it, and
+// the container's answer decides (a cdev is asked by a run, after KVM knows it). What refuses
+// (busy, not viable, no type1 backend) says why.
+struct Reach {
+    bool reachable = false;
+    json files = json::array();
+    std::string how;
+};
+
+Reach noncoherent_reach(const ProbeOptions& o) {
+    Reach r;
+    std::string first;
+    for (const auto& f : list_vfio_files(o.dev_root)) {
+        VfioFileInfo info = describe_vfio_file(f, o.sysfs_root);
+        if (info.verdict != Coherency::noncoherent) continue;
+        json entry = {{"path", f}};
+        try {
+            VfioAttachment a = VfioAttachment::open(info, o.dev_root);
+            const KernelCoherency& k = a.coherency();
+            bool ok = k.says != Coherency::coherent;
+            entry["reachable"] = ok;
+            entry["kernel"] = k.says == Coherency::unknown ? "asked when a run attaches it (" + k.detail + ")" : k.detail;
+            if (ok && first.empty()) first = f;
+        } catch (const VfioAttachError& e) {
+            entry["reachable"] = false;
+            entry["refused"] = e.what();
+        }
+        r.files.push_back(entry);
+    }
+    r.reachable = !first.empty();
     auto types = list_mdev_types(o.sysfs_root);
-    if (!types.empty()) return fmt::format("an mdev of {}/{} (create one: {})", types[0].parent, types[0].type_id, types[0].create_path);
-    return "";
+    if (r.reachable) r.how = "attach " + first + " with --vfio (kvm backend) or its device with --vfio-pci (qemu backends)";
+    else if (!types.empty())
+        r.how = fmt::format("create an mdev of {}/{} first (echo $(uuidgen) > {}), then pass its group with --vfio", types[0].parent,
+                            types[0].type_id, types[0].create_path);
+    else if (!r.files.empty()) r.how = "every non-coherent VFIO file here was refused: see files[].refused for the fix";
+    else r.how = "no VFIO file without snoop control and no mdev type here: see `flushbench probe` (vfio, mdev) for the fix";
+    return r;
+}
+
+// "6.1.0-57-amd64" -> {6, 1}; {0, 0} when unreadable.
+std::pair<int, int> kernel_version(const std::string& release) {
+    int major = 0, minor = 0;
+    if (std::sscanf(release.c_str(), "%d.%d", &major, &minor) != 2) return {0, 0};
+    return {major, minor};
 }
 
 }  // namespace
 
+json kernel_regime(const std::string& release) {
+    auto [major, minor] = kernel_version(release);
+    auto before = [&](int M, int m) { return major < M || (major == M && minor < m); };
+    bool known = major > 0;
+    json k = {{"release", release}};
+    k["vfio_group_coherency"] =
+        !known          ? "unknown kernel version: flushbench puts every group in a type1 container before adding it to KVM, which is right for all"
+        : before(6, 2)  ? "KVM asks a group's container whether its DMA is coherent, and calls a group without a container coherent "
+                          "(Linux before 6.2): flushbench, like QEMU, puts every group in a type1 container before adding it to KVM"
+                        : "KVM asks the devices' IOMMU (IOMMU_CAP_ENFORCE_CACHE_COHERENCY) directly (Linux 6.2+); flushbench still "
+                          "puts groups in a container first, as QEMU does";
+    k["device_assignment"] =
+        !known || before(6, 17)
+            ? "adding any VFIO file to KVM also starts device-assignment mode (extra work on VM entries; Linux before 6.17): compare a "
+              "coherent file (--vfio-baseline) against the non-coherent one, not against no file"
+            : "adding a VFIO file no longer starts device-assignment mode (Linux 6.17+): no file and a coherent file compare alike";
+    k["ignore_guest_pat_quirk"] = "KVM_X86_QUIRK_IGNORE_GUEST_PAT exists from Linux 6.16 (backported to 6.12.y); whether this KVM "
+                                  "offers it is under memtype";
+    return k;
+}
+
 json host_regime(const ProbeOptions& o) {
     std::string flavour = kvm_flavour(o.sysfs_root);
-    std::string source = noncoherent_source(o);
+    Reach reach = noncoherent_reach(o);
     json wbinvd = {
         {"coherent", "trapped and skipped: one exit, no flush (no VFIO file attached, or only files whose IOMMU enforces snoop control)"},
         {"noncoherent", "executed for real on every pCPU in the vCPU's wbinvd_dirty_mask (the CPUs it ran on since its last "
                         "WBINVD), by IPI, waiting for all: caches other tenants share are written back and emptied"},
-        {"noncoherent_reachable", !source.empty()},
-        {"how", source.empty() ? "no VFIO file without snoop control and no mdev type here: see `flushbench probe` (vfio, mdev) for the fix"
-                               : "attach " + source + " with --vfio (kvm backend) or --vfio-pci (qemu backends)"}};
+        {"noncoherent_reachable", reach.reachable},
+        {"files", reach.files},
+        {"how", reach.how}};
+    utsname u{};
+    std::string release = ::uname(&u) == 0 ? u.release : "";
 
     bool intel = !x86::is_amd();
     bool self_snoop = x86::has(x86::Feature::self_snoop);
@@ -75,7 +140,7 @@ json host_regime(const ProbeOptions& o) {
         memtype["expected"] = "unknown for this KVM: the memtype cells decide (UC reads near WB cost: guest PAT ignored; far above: honoured)";
         memtype["reason"] = fmt::format("KVM flavour {} is neither kvm_intel (EPT) nor kvm_amd (NPT)", flavour);
     }
-    return {{"wbinvd", wbinvd}, {"memtype", memtype}};
+    return {{"wbinvd", wbinvd}, {"memtype", memtype}, {"kernel", kernel_regime(release)}};
 }
 
 std::string format_regime(const json& r) {
@@ -92,6 +157,16 @@ std::string format_regime(const json& r) {
     out += fmt::format("    non-coherent: {}\n", m.value("noncoherent", ""));
     out += fmt::format("    KVM_X86_QUIRK_IGNORE_GUEST_PAT: {}\n", m.value("ignore_guest_pat_quirk", ""));
     out += fmt::format("    expected: {}\n", m.value("expected", ""));
+    for (const auto& f : w.value("files", json::array()))
+        out += fmt::format("  {}: {}\n", f.value("path", ""),
+                           f.value("reachable", false) ? "non-coherent, accepted: " + f.value("kernel", "") : "refused: " + f.value("refused", f.value("kernel", "")));
+    if (r.contains("kernel")) {
+        const json& k = r.at("kernel");
+        out += fmt::format("  kernel {}:\n", k.value("release", "?"));
+        out += fmt::format("    VFIO groups: {}\n", k.value("vfio_group_coherency", ""));
+        out += fmt::format("    device assignment: {}\n", k.value("device_assignment", ""));
+        out += fmt::format("    guest PAT: {}\n", k.value("ignore_guest_pat_quirk", ""));
+    }
     return out;
 }
 

@@ -22,9 +22,16 @@
 
 namespace fb {
 
-// {"wbinvd": {coherent, noncoherent, noncoherent_reachable, how}, "memtype": {vendor, flavour,
-//   self_snoop, ignore_guest_pat_quirk, coherent, noncoherent, expected, reason}}
+// {"wbinvd": {coherent, noncoherent, noncoherent_reachable, files, how}, "memtype": {vendor, flavour,
+//   self_snoop, ignore_guest_pat_quirk, coherent, noncoherent, expected, reason},
+//  "kernel": kernel_regime(uname release)}. noncoherent_reachable is true only when a VFIO file
+// sysfs calls non-coherent was opened, put in its container and not called coherent by it.
 nlohmann::json host_regime(const ProbeOptions& opts = {});
+
+// What this kernel version means for the measurement: how KVM asks a VFIO group's coherency
+// (container before 6.2, devices after), whether any VFIO file starts device-assignment mode
+// (before 6.17), and when KVM_X86_QUIRK_IGNORE_GUEST_PAT appeared (6.16, backported to 6.12.y).
+nlohmann::json kernel_regime(const std::string& release);
 
 // The probe's "regime" lines, indented under a heading.
 std::string format_regime(const nlohmann::json& regime);

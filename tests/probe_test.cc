@@ -421,17 +421,38 @@ TEST_F(FakeHost, NothingAtAllStillAnswersEveryLine) {
 }
 
 // The fake host is Intel with kvm_intel loaded and an mtty mdev type: the EPT rules apply and the
-// non-coherent mode is one mdev away.
+// non-coherent mode is one mdev away, which is not reachable until the mdev exists.
 TEST_F(FakeHost, RegimeFollowsTheKvmFlavourAndTheNonCoherentSources) {
     auto r = host_regime(o_);
-    EXPECT_TRUE(r["wbinvd"]["noncoherent_reachable"].get<bool>());
-    EXPECT_TRUE(contains(r["wbinvd"]["how"].get<std::string>(), "mtty/mtty-2")) << r["wbinvd"]["how"];
+    EXPECT_FALSE(r["wbinvd"]["noncoherent_reachable"].get<bool>()) << "an mdev type is not yet a file";
+    EXPECT_TRUE(contains(r["wbinvd"]["how"].get<std::string>(), "create an mdev of mtty/mtty-2")) << r["wbinvd"]["how"];
+    // Every VFIO file that sysfs calls non-coherent was tried the way a run attaches it; the fake
+    // tree's files are not real groups, so the kernel refuses them, with the reason.
+    for (const auto& f : r["wbinvd"]["files"]) {
+        EXPECT_FALSE(f.value("reachable", true)) << f.dump();
+        EXPECT_FALSE(f.value("refused", "").empty()) << f.dump();
+    }
     EXPECT_TRUE(contains(r["wbinvd"]["noncoherent"].get<std::string>(), "wbinvd_dirty_mask"));
     EXPECT_EQ(r["memtype"]["flavour"], "vmx");
     EXPECT_TRUE(contains(r["memtype"]["coherent"].get<std::string>(), "forced write-back"));
     EXPECT_TRUE(contains(r["memtype"]["noncoherent"].get<std::string>(), "honoured"));
     std::string text = format_regime(r);
-    EXPECT_TRUE(contains(text, "non-coherent mode here:     reachable")) << text;
+    EXPECT_TRUE(contains(text, "non-coherent mode here:     not reachable")) << text;
+    EXPECT_TRUE(r.contains("kernel")) << r.dump();
+}
+
+TEST(KernelRegime, KnowsWhereTheKernelChangedItsAnswers) {
+    auto k61 = kernel_regime("6.1.0-57-amd64");
+    EXPECT_TRUE(contains(k61["vfio_group_coherency"].get<std::string>(), "before 6.2")) << k61.dump();
+    EXPECT_TRUE(contains(k61["device_assignment"].get<std::string>(), "before 6.17"));
+    auto k612 = kernel_regime("6.12.117+deb12-amd64");
+    EXPECT_TRUE(contains(k612["vfio_group_coherency"].get<std::string>(), "6.2+")) << k612.dump();
+    EXPECT_TRUE(contains(k612["device_assignment"].get<std::string>(), "before 6.17"));
+    auto k617 = kernel_regime("6.17.0");
+    EXPECT_TRUE(contains(k617["device_assignment"].get<std::string>(), "6.17+")) << k617.dump();
+    EXPECT_TRUE(contains(k617["ignore_guest_pat_quirk"].get<std::string>(), "6.12.y"));
+    auto odd = kernel_regime("custom");
+    EXPECT_TRUE(contains(odd["vfio_group_coherency"].get<std::string>(), "unknown kernel version")) << odd.dump();
 }
 
 TEST_F(FakeHost, RegimeWithoutVfioOrMdevSaysTheModeIsOutOfReach) {
