@@ -157,8 +157,10 @@ void ModeWitness::end() {
     PhaseEvidence& p = phases_.back();
     p.end_ns = monotonic_ns();
     if (probes_.available()) p.counts = probes_.read() - at_phase_start_;
+    // The phase's WBINVD work is all in now; KVM's registration is kept as the phase saw it when
+    // judged: a QEMU boot unregisters on its way out, inside the window but after every cell.
     auto obs = observe(at_phase_start_);
-    p.registered = obs && obs->registered;
+    if (obs) obs->registered = p.registered;
     p.judgement = judge(p.mode, p.attached, obs, probes_.unavailable());
 }
 
