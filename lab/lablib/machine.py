@@ -29,7 +29,8 @@ MEMORY = "2G"
 def command(kernel, initrd, ro, rw, serial_log, snoop_control, cpus, timeout_s):
     nics = []
     for i, (model, where) in enumerate((("e1000e", ""), ("e1000", ",bus=lab-bridge,addr=1"), ("e1000", ",bus=lab-bridge,addr=2"))):
-        nics += ["-netdev", f"user,id=nic{i},restrict=on", "-device", f"{model},netdev=nic{i}{where}"]
+        # romfile= : no option ROM BAR; L1 boots with -kernel and nothing in it runs NIC firmware.
+        nics += ["-netdev", f"user,id=nic{i},restrict=on", "-device", f"{model},netdev=nic{i},romfile={where}"]
     append = ["console=ttyS0", "intel_iommu=on", "panic=-1", "quiet", "loglevel=4",
               # L1 powers itself off a little before the host would kill it (l1/init).
               f"flushbench_lab.timeout={max(timeout_s - 20, 10)}"]

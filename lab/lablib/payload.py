@@ -24,11 +24,15 @@ from .ui import LabError, Skip
 L1_DIR = Path(__file__).resolve().parent.parent / "l1"
 QEMU = "qemu-system-x86_64"
 QEMU_DATA = Path("/usr/share/qemu")
+# Debian's QEMU looks for firmware in these, in this order (its --firmwarepath).
+QEMU_FIRMWARE_PATH = (QEMU_DATA, Path("/usr/share/seabios"))
 # What a `-M microvm -kernel` boot with -accel kvm reads from QEMU's data directory: the qboot
-# firmware (bios-microvm.bin, a link to qboot.rom) and the option ROM that enters a PVH kernel.
-# linuxboot_dma.bin and multiboot_dma.bin serve the same role for pc/q35 -kernel boots.
+# firmware (bios-microvm.bin, a link to qboot.rom: copied dereferenced) and the option ROM that
+# enters a PVH kernel. For `--machine pc|q35`: SeaBIOS (bios-256k.bin), the option ROMs that enter
+# a -kernel (linuxboot_dma.bin, multiboot_dma.bin) and kvmvapic.bin.
+QEMU_FIRMWARE = ("bios-microvm.bin", "pvh.bin", "bios-256k.bin", "linuxboot_dma.bin", "multiboot_dma.bin", "kvmvapic.bin")
+# Every rebuild of flushbench stages a new copy of the payload; the newest few are kept.
 KEEP_STAGED = 3
-QEMU_FIRMWARE = ("bios-microvm.bin", "qboot.rom", "pvh.bin", "linuxboot_dma.bin", "multiboot_dma.bin", "kvmvapic.bin")
 
 
 def shared_libraries(binary):
@@ -64,8 +68,9 @@ def _stage_binaries(fb, guest, qemu):
         for lib in shared_libraries(binary):
             files["sysroot" + str(lib)] = lib
     for name in QEMU_FIRMWARE:
-        if (QEMU_DATA / name).exists():
-            files[f"sysroot{QEMU_DATA}/{name}"] = QEMU_DATA / name
+        found = [d / name for d in QEMU_FIRMWARE_PATH if (d / name).exists()]
+        if found:  # all in one directory in L1: QEMU's data directory beside its binary
+            files[f"sysroot{QEMU_DATA}/{name}"] = found[0]
     return files
 
 
