@@ -32,7 +32,13 @@ facts_record() {
         "$(jstr "$(pci_id "$d")")" "$(jstr "$(cat "$d/class")")" "$(jstr "$(pci_group "$b")")" "$(jstr "$(pci_driver "$b")")"
       sep=,
     done
-    printf '\n  ],\n  "vfio": %s,\n  "placeholders": {' "$(jstr "$(ls /dev/vfio 2>/dev/null | tr '\n' ' ')")"
+    printf '\n  ],\n  "iommu_groups": {'
+    sep=
+    for g in /sys/kernel/iommu_groups/*; do
+      printf '%s\n    %s: %s' "$sep" "$(jstr "${g##*/}")" "$(jstr "$(ls "$g/devices" | tr '\n' ' ')")"
+      sep=,
+    done
+    printf '\n  },\n  "vfio": %s,\n  "placeholders": {' "$(jstr "$(ls /dev/vfio 2>/dev/null | tr '\n' ' ')")"
     sep=
     while read -r name value; do printf '%s\n    %s: %s' "$sep" "$(jstr "$name")" "$(jstr "$value")"; sep=,; done < $PLACEHOLDERS
     printf '\n  },\n  "modules": %s\n}\n' "$(jstr "$(lsmod | awk 'NR > 1 { print $1 }' | sort | tr '\n' ' ')")"

@@ -12,6 +12,7 @@ substitute() {
 }
 
 steps_run() {
+  cd $OUT || return  # flushbench's default results/<UTC>-<host>.json then comes back too
   total=$(grep -c . $STEPS)
   n=0
   while IFS= read -r line <&3; do

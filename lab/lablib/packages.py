@@ -60,7 +60,7 @@ def download(package):
             raise Skip(f"apt-get download {package} failed: {_last_line(r.stderr or r.stdout)} "
                        f"(offline or no package lists: run apt-get update, or copy the .deb into {debs})")
         final = cache.publish_file(got[0], debs / got[0].name)
-    say("download", f"{package}: {final.name} ({final.stat().st_size >> 20} MiB)")
+    say("download", f"{package}: {final.name} ({final.stat().st_size / 2**20:.1f} MiB)")
     return final
 
 
