@@ -2,7 +2,7 @@
 # - function tracer on KVM's non-coherent-DMA bookkeeping (kvm_arch_{,un}register_noncoherent_dma),
 #   on its WBINVD exit handler (kvm_emulate_wbinvd) and on the function KVM runs on every CPU it
 #   flushes: wbinvd_ipi (arch/x86/kvm/x86.c) on 6.1 and 6.12, __wbinvd (arch/x86/lib/cache-smp.c)
-#   on newer kernels; whichever exists is traced, so each call is one real WBINVD on that CPU;
+#   on newer kernels (the first that exists is traced), so each call is one real WBINVD on that CPU;
 # - a return probe on vfio_file_enforced_coherent, the question KVM asks when a VFIO file is added
 #   (its answer decides whether non-coherent DMA is registered).
 # It uses its own ftrace instance, so flushbench's use of tracefs cannot disturb it, with

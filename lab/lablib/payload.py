@@ -31,8 +31,7 @@ QEMU_FIRMWARE_PATH = (QEMU_DATA, Path("/usr/share/seabios"))
 # enters a PVH kernel. For `--machine pc|q35`: SeaBIOS (bios-256k.bin), the option ROMs that enter
 # a -kernel (linuxboot_dma.bin, multiboot_dma.bin) and kvmvapic.bin.
 QEMU_FIRMWARE = ("bios-microvm.bin", "pvh.bin", "bios-256k.bin", "linuxboot_dma.bin", "multiboot_dma.bin", "kvmvapic.bin")
-# Every rebuild of flushbench stages a new copy of the payload; the newest few are kept.
-KEEP_STAGED = 3
+KEEP_STAGED = 3  # payload copies kept in the cache (each rebuild of flushbench stages a new one)
 
 
 def shared_libraries(binary):
@@ -81,6 +80,7 @@ def _staged(files):
         fp.text(rel).file(Path(src).resolve(), by_content=False)
     dest = cache.cache_root() / "payload" / fp.hex()
     if dest.exists():
+        os.utime(dest)  # recently used: the last to be pruned
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".stage-"))
@@ -88,8 +88,8 @@ def _staged(files):
         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(Path(src).resolve(), tmp / rel)
     cache.publish_dir(tmp, dest)
-    # Every rebuild of flushbench stages a new copy: keep the newest few. A run using an older one
-    # holds hard links to its files, which outlive the cache entry.
+    # Keep the most recently used few. A run using an older one holds hard links to its files,
+    # which outlive the cache entry.
     for old in sorted(dest.parent.iterdir(), key=lambda p: p.stat().st_mtime)[:-KEEP_STAGED]:
         if not old.name.startswith("."):
             shutil.rmtree(old, ignore_errors=True)
