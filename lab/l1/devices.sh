@@ -21,14 +21,14 @@ placeholder() { [ -n "$2" ] && echo "$1 $2" >> $PLACEHOLDERS; }
 
 devices_setup() {
   for m in kvm_amd vfio_iommu_type1 vfio_pci; do modprobe $m || say "error: modprobe $m failed"; done
-  vfio_bdf= bridged=
+  vfio_bdf="" bridged=""
   for d in /sys/bus/pci/devices/*; do
     case $(pci_id "$d") in
-      $E1000E_ID) [ -n "$vfio_bdf" ] || vfio_bdf=${d##*/} ;;
-      $E1000_ID) bridged="$bridged ${d##*/}" ;;
+      "$E1000E_ID") [ -n "$vfio_bdf" ] || vfio_bdf=${d##*/} ;;
+      "$E1000_ID") bridged="$bridged ${d##*/}" ;;
     esac
   done
-  set -- $bridged
+  set -- $bridged  # word splitting wanted: one BDF per word
   nv_bdf=$1 host_bdf=$2
   [ -n "$vfio_bdf" ] && pci_bind "$vfio_bdf" vfio-pci
   [ -n "$nv_bdf" ] && pci_bind "$nv_bdf" vfio-pci
