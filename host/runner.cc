@@ -710,6 +710,7 @@ BootEnd boot_kvm(const Plan& plan, const RunOptions& o, const std::vector<Phase>
     g_vmm.store(&guest);
     VmmOutcome out = guest.run(o.cell_timeout);
     g_vmm.store(nullptr);
+    witness.end();  // before the VM and its KVM-VFIO device go (their teardown unregisters)
     boot_facts["exits"] = {{"serial", out.exits.serial}, {"record", out.exits.record}, {"hop", out.exits.hop},
                            {"io_other", out.exits.io_other}, {"mmio", out.exits.mmio}, {"total", out.exits.total()}};
     if (!plan.hop_cpus.empty()) boot_facts["hop_cpus"] = plan.hop_cpus;

@@ -6,8 +6,7 @@ check.py holds what each step must show. Run by ctest (label `lab`), or by hand:
     lab/cases.py 6.12-off --build build --out-root /tmp/lab
     lab/check.py 6.12-off /tmp/lab/6.12-off   # re-check a case's results without booting
 
-Exit status: 0 every expectation holds (those waiting on flushbench features still being written
-count as PENDING, see check.py), 1 some failed or a boot failed, 77 a prerequisite is missing.
+Exit status: 0 every expectation holds, 1 some failed or a boot failed, 77 a prerequisite is missing.
 
 Budget: the three boots take about 1.5 minutes on a 2-core build machine with a warm cache (the
 first run also downloads about 180 MB of Debian packages). Several steps share one boot because a

@@ -140,17 +140,23 @@ TEST(TraceFormat, VmxKernelKvmExit) {
     expect_field(e, "rip", 16, 8, false);
 }
 
+// Captured from a real kvm_amd (Debian's 6.12 as L1 in the nested lab, lab/).
 TEST(TraceFormat, SvmKernelKvmExit) {
-    TracepointFormat f = read_tracepoint_format(kData + "svm-4.19/kvm_exit.format");
-    EXPECT_EQ(f.id, 1400u);
-    EXPECT_EQ(f.fields.size(), 9u);
+    TracepointFormat f = read_tracepoint_format(kData + "svm-6.12/kvm_exit.format");
+    EXPECT_EQ(f.name, "kvm_exit");
+    EXPECT_EQ(f.id, 1610u);
+    EXPECT_EQ(f.fields.size(), 12u);
     expect_field(f, "exit_reason", 8, 4, false);
     expect_field(f, "guest_rip", 16, 8, false);
     expect_field(f, "isa", 24, 4, false);
     expect_field(f, "info2", 40, 8, false);
-    EXPECT_EQ(f.field("vcpu_id"), nullptr) << "vcpu_id came with Linux 5.4";
-    TracepointFormat e = read_tracepoint_format(kData + "svm-4.19/kvm_entry.format");
-    EXPECT_EQ(e.field("rip"), nullptr);
+    expect_field(f, "intr_info", 48, 4, false);
+    expect_field(f, "vcpu_id", 56, 4, false);
+    EXPECT_EQ(f.field("requests"), nullptr) << "not in 6.12's kvm_exit";
+    TracepointFormat e = read_tracepoint_format(kData + "svm-6.12/kvm_entry.format");
+    expect_field(e, "vcpu_id", 8, 4, false);
+    expect_field(e, "rip", 16, 8, false);
+    expect_field(e, "immediate_exit", 24, 1, false);
 }
 
 TEST(TraceFormat, ThisMachinesCaptures) {
@@ -247,9 +253,9 @@ TEST(TraceDecoder, TimesEachExitToTheNextEntry) {
     EXPECT_EQ(d.by_reason["IO_INSTRUCTION"].count, 1u);
     EXPECT_EQ(d.by_reason["IO_INSTRUCTION"].timed, 0u);
 
-    // An SVM kernel's older layout: the same decoder, another format.
-    TracepointFormat sx = read_tracepoint_format(kData + "svm-4.19/kvm_exit.format");
-    TracepointFormat sn = read_tracepoint_format(kData + "svm-4.19/kvm_entry.format");
+    // A real SVM kernel's format: the same decoder, another layout; SVM exit code 0x89 is WBINVD.
+    TracepointFormat sx = read_tracepoint_format(kData + "svm-6.12/kvm_exit.format");
+    TracepointFormat sn = read_tracepoint_format(kData + "svm-6.12/kvm_entry.format");
     d.reset();
     d.exit_fmt = &sx;
     d.entry_fmt = &sn;
@@ -259,6 +265,8 @@ TEST(TraceDecoder, TimesEachExitToTheNextEntry) {
     d.on_sample(50, {});  // garbage
     EXPECT_EQ(d.by_reason["WBINVD"].count, 1u);
     EXPECT_EQ(d.by_reason["WBINVD"].timed, 0u);
+    EXPECT_EQ(d.by_reason["WBINVD"].isa, Isa::svm);
+    EXPECT_EQ(d.by_reason["WBINVD"].code, 0x89u);
     EXPECT_EQ(d.by_reason["IOIO"].total_ns, 25u);
     EXPECT_EQ(d.undecodable, 1u);
 }
