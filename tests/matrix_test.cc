@@ -108,15 +108,34 @@ slice_ms = 5
 TEST(Matrix, FullRunsBothModesInOneVmPerPlacement) {
     Matrix m = load_matrix(shipped("full"));
     auto runs = m.expand();
-    ASSERT_EQ(runs.size(), 4u);  // 2 placements x 2 sets, modes merged into A/B/A
+    ASSERT_EQ(runs.size(), 6u);  // 3 placements x 2 sets, modes merged into A/B/A
     for (const auto& r : runs) {
         EXPECT_EQ(r.options.mode, "both");
         EXPECT_EQ(r.options.reps, 101u);
         EXPECT_TRUE(r.options.footprints.find("2xLLC") != std::string::npos);
     }
     EXPECT_EQ(runs[0].options.vcpu_cpu, 2);
-    EXPECT_EQ(runs[2].options.migrate_ms, 1u);
-    EXPECT_EQ(runs[2].label, "whole-cache kvm both migrating");
+    EXPECT_EQ(runs[2].options.dirty_mask, 2u);
+    EXPECT_EQ(runs[2].label, "whole-cache kvm both mask2");
+    EXPECT_EQ(runs[4].options.dirty_mask, 4u);
+    EXPECT_EQ(runs[4].options.variant, "mask4");
+}
+
+TEST(Matrix, DirtyMaskPlacementsNameTheWidth) {
+    Matrix m = parse_matrix("backends = [\"kvm\"]\n[[placement]]\ndirty_mask = 3\n[[placement]]\ncpu = 1\n", "m.toml");
+    auto runs = m.expand();
+    ASSERT_EQ(runs.size(), 2u);
+    EXPECT_EQ(runs[0].options.dirty_mask, 3u);
+    EXPECT_EQ(runs[0].options.variant, "mask3");
+    auto args = runs[0].cli_args();
+    EXPECT_NE(std::find(args.begin(), args.end(), "--dirty-mask"), args.end());
+    std::string e;
+    try {
+        parse_matrix("backends = [\"qemu-tcg\"]\n[[placement]]\ndirty_mask = 2\n", "m.toml");
+    } catch (const MatrixError& x) {
+        e = x.what();
+    }
+    EXPECT_NE(e.find("a placement with dirty_mask needs backends = [\"kvm\"]"), std::string::npos) << e;
 }
 
 TEST(Matrix, DefaultsAndOverridesOfASet) {
