@@ -8,26 +8,26 @@
 // WBNOINVD, port I/O) are privileged here (boot the microkernel bare metal: `flushbench image`),
 // and a pattern whose instruction the CPU lacks says so.
 //
-// Every iteration is one guest bracket: prepare (untimed: dirty the footprint), compiler barrier,
-// LFENCE;RDTSC;LFENCE, body, RDTSCP;LFENCE, barrier (common/x86/cpu.h, the guest's own code).
-// Google Benchmark gets the bracket as manual time (TSC cycles / the TSC rate), so neither
-// prepare nor its own timer calls are timed; each repetition also reports its median bracket
-// (tsc_cycles_median), robust to the interrupts a mean absorbs, as the guest's samples are. After the timed loop, an untimed counting pass runs
-// the same prepare/body with the host counters (fb::CounterGroup: cycles, instructions,
-// LLC-load-misses and the software events) enabled around the body only, minus the cost of an
-// empty enable/disable, and reports them per iteration as perf_<event> user counters.
+// Each cell is measured by the guest's own code (common/measure.h): the same bracket, the same
+// estimators (batch for per-op patterns, paired with the empty bracket for the rest), the same
+// stopping rule, the same timing-floor calibration. Google Benchmark runs each cell once
+// (Iterations(1), manual time: the time its repetitions took); the cell's figures are user
+// counters (cost_cycles: the median per-repetition cost; n, k, ops, floor_cycles) and its raw
+// per-repetition brackets go to the --samples file, one JSON object per line, for flushbench to
+// turn into cells. After the timed repetitions, an untimed counting pass runs the same
+// prepare/body with the host counters (fb::CounterGroup: cycles, instructions, LLC-load-misses and
+// the software events) enabled around the body only, minus the cost of an empty enable/disable, and
+// reports them per operation as perf_<event> user counters.
 //
 // Our own flags (the rest are Google Benchmark's):
 //   --patterns LIST    pattern names or all                      (default all)
 //   --footprints LIST  bytes with K/M/G, or NxLLC (the guest's parser) (default: `flushbench run`'s)
 //   --skip LIST        pattern[:reason],... registered but not run
 //   --cpu N            pin to this CPU                           (default: the one we start on)
-//   --warmup N         untimed brackets before each timed loop   (default 3)
-// Defaults we set unless given: --benchmark_repetitions=11 (so compare.py can test
-// significance) and --benchmark_min_time=0.05 (per repetition; enough for the U test, and the
-// whole default matrix runs in well under a minute).
+//   --warmup N, --reps N, --min-reps N, --target-pct P, --budget-ms B   the stopping rule, as `flushbench run`'s
+//   --samples FILE     where the per-repetition brackets go (JSON lines; default: none written)
 //
-//   build/bin/flushbench-native --footprints 4K,1M --benchmark_format=json > native.json
+//   build/bin/flushbench-native --footprints 4K,1M --samples s.jsonl --benchmark_format=json > native.json
 #include <sched.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -38,6 +38,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -45,20 +46,24 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "common/config.h"
+#include "common/measure.h"
 #include "common/patterns.h"
 #include "common/x86/cpu.h"
 #include "host/native.h"
 #include "host/perf_counters.h"
 #include "host/runner.h"
+#include "host/statistics.h"
 
 namespace {
 
 namespace x86 = fb::x86;
+namespace measure = fb::measure;
 
-constexpr uint32_t kCalibrationWarmup = 100, kCalibrationReps = 1001;  // as the guest calibrates
-constexpr uint64_t kMaxCountedIterations = 1000;  // the counting pass: enough to average, bounded in time
+constexpr uint32_t kBracketReps = 101, kCalibrationReps = 31;  // as the guest calibrates
+constexpr uint64_t kCountedOps = 200;  // the counting pass: enough to average, bounded in time
 constexpr uint64_t kHugePage = 2ull << 20;
 
 struct Flags {
@@ -66,21 +71,26 @@ struct Flags {
     std::string footprints = fb::RunOptions{}.footprints;  // the CLI's default list, not a copy of it
     std::string skip;
     int cpu = -1;
-    uint32_t warmup = 3;
+    fb::RunOptions stop;  // warmup, reps, min_reps, target_permille, budget_ms: `flushbench run`'s defaults
+    std::string samples;
 };
 
-// What every benchmark shares: the arena, the TSC, the bracket's own cost, the counters.
+// What every benchmark shares: the arena, the TSC, the calibration, the counters, the samples file.
 struct Machine {
     volatile uint8_t* arena = nullptr;
     uint64_t arena_bytes = 0;
     uint32_t line = 64;
     bool rdtscp = false;
     double tsc_hz = 0;
-    uint64_t overhead = 0;  // median empty bracket, TSC cycles
-    uint32_t warmup = 3;
+    uint64_t empty_bracket = 0;  // median empty bracket, TSC cycles
+    double floor_cycles = 0;
+    fb::Config stop;             // the stopping rule, as the guest would parse it
     std::optional<fb::CounterGroup> counters;
     std::vector<double> counter_overhead;    // per event: an empty start/stop, to subtract
     std::vector<std::pair<std::string, std::string>> unopened;  // {event, reason}: the encoder refused it
+    std::unique_ptr<std::ofstream> samples;
+    std::vector<uint64_t> value, ref;
+    std::vector<int64_t> scratch;
 } g;
 
 [[noreturn]] void usage_error(const std::string& what) {
@@ -103,33 +113,31 @@ Flags take_flags(int& argc, char** argv) {
             if (a.rfind(flag + "=", 0) == 0) return a.substr(flag.size() + 1);
             return std::nullopt;
         };
-        auto number = [&](const std::string& s, const char* name) {
+        auto number = [&](const std::string& s, const char* name, long max) {
             try {
                 size_t used = 0;
                 long v = std::stol(s, &used);
-                if (used != s.size() || v < 0 || v > 100000) throw std::invalid_argument(s);
+                if (used != s.size() || v < 0 || v > max) throw std::invalid_argument(s);
                 return v;
             } catch (const std::exception&) {
-                usage_error(fmt::format("--{} takes a number, not '{}'", name, s));
+                usage_error(fmt::format("--{} takes a number up to {}, not '{}'", name, max, s));
             }
         };
         if (auto v = value("patterns")) f.patterns = *v;
         else if (auto v2 = value("footprints")) f.footprints = *v2;
         else if (auto v3 = value("skip")) f.skip = *v3;
-        else if (auto v4 = value("cpu")) f.cpu = int(number(*v4, "cpu"));
-        else if (auto v5 = value("warmup")) f.warmup = uint32_t(number(*v5, "warmup"));
+        else if (auto v4 = value("cpu")) f.cpu = int(number(*v4, "cpu", CPU_SETSIZE - 1));
+        else if (auto v5 = value("warmup")) f.stop.warmup = uint32_t(number(*v5, "warmup", fb::Config::kMaxWarmup));
+        else if (auto v6 = value("reps")) f.stop.reps = uint32_t(number(*v6, "reps", fb::Config::kMaxReps));
+        else if (auto v7 = value("min-reps")) f.stop.min_reps = uint32_t(number(*v7, "min-reps", fb::Config::kMaxReps));
+        else if (auto v8 = value("budget-ms")) f.stop.budget_ms = uint32_t(number(*v8, "budget-ms", fb::Config::kMaxBudgetMs));
+        else if (auto v9 = value("target-permille")) f.stop.target_permille = uint32_t(number(*v9, "target-permille", fb::Config::kMaxTarget));
+        else if (auto v10 = value("samples")) f.samples = *v10;
         else argv[out++] = argv[i];
     }
     argc = out;
     argv[argc] = nullptr;
     return f;
-}
-
-bool has_flag(int argc, char** argv, const char* name) {
-    std::string flag = std::string("--") + name;
-    for (int i = 1; i < argc; ++i)
-        if (std::string(argv[i]) == flag || std::string(argv[i]).rfind(flag + "=", 0) == 0) return true;
-    return false;
 }
 
 int pin(int cpu) {
@@ -160,27 +168,42 @@ std::string map_arena(uint64_t bytes) {
                        locked ? "mlocked" : "not mlocked");
 }
 
-// The guest's bracket, statement for statement (guest/main.cc, measure()).
-template <bool kRdtscp>
-[[gnu::always_inline]] inline uint64_t bracket(const fb::Pattern& p, const fb::Buffer& b) {
-    p.prepare(b);
-    x86::compiler_barrier();
-    uint64_t t0 = x86::tsc_begin();
-    p.body(b);
-    uint64_t t1 = x86::tsc_end<kRdtscp>();
-    x86::compiler_barrier();
-    return t1 - t0;
+// What common/measure.h asks of us around a cell: no hops, no guest PMU, no watchdog here.
+struct Env {
+    void prepare(const fb::Pattern& p, const fb::Buffer& b) { p.prepare(b); }
+    void counters_before() {}
+    void counters_after(int32_t) {}
+    void tick(uint32_t) {}
+    uint64_t now() { return x86::tsc_begin(); }
+};
+
+measure::StopRule stop_rule() {
+    measure::StopRule r;
+    r.min_reps = std::min(g.stop.min_reps, g.stop.reps);
+    r.max_reps = g.stop.reps;
+    r.target_permille = g.stop.target_permille;
+    r.budget_tsc = uint64_t(g.stop.budget_ms) * uint64_t(g.tsc_hz / 1000.0);
+    return r;
 }
 
+void write_samples(const nlohmann::json& line) {
+    if (g.samples) *g.samples << line.dump() << "\n" << std::flush;
+}
+
+// The empty bracket's median (to choose k) and the timing floor (nop as a batch cell), as the guest does.
 template <bool kRdtscp>
-uint64_t calibrate_overhead() {
-    const fb::Pattern& nop = *fb::find_pattern("nop");
-    fb::Buffer none{g.arena, 0, g.line};
-    std::vector<uint64_t> v;
-    for (uint32_t i = 0; i < kCalibrationWarmup; ++i) bracket<kRdtscp>(nop, none);
-    for (uint32_t i = 0; i < kCalibrationReps; ++i) v.push_back(bracket<kRdtscp>(nop, none));
-    std::nth_element(v.begin(), v.begin() + long(v.size() / 2), v.end());
-    return v[v.size() / 2];
+void calibrate() {
+    for (uint32_t i = 0; i < kBracketReps; ++i) g.scratch[i] = int64_t(measure::time_empty<kRdtscp>());
+    measure::sort(g.scratch.data(), kBracketReps);
+    g.empty_bracket = uint64_t(g.scratch[kBracketReps / 2]);
+    Env env;
+    size_t nop = size_t(fb::find_pattern("nop") - fb::kPatterns);
+    measure::Plan plan{measure::Method::batch, measure::kMaxBatch, 2, {kCalibrationReps, kCalibrationReps, 0, 0}};
+    measure::Samples s{g.value.data(), g.ref.data(), g.scratch.data(), uint32_t(g.value.size())};
+    measure::Outcome o = measure::run<kRdtscp>(nop, fb::Buffer{g.arena, 0, g.line}, plan, s, env);
+    std::vector<uint64_t> value(g.value.begin(), g.value.begin() + o.n), ref(g.ref.begin(), g.ref.begin() + o.n);
+    g.floor_cycles = fb::timing_floor(fb::estimates(value, ref, plan.k));
+    write_samples({{"calibration", {{"k", plan.k}, {"tsc", value}, {"ref", ref}}}, {"bracket", g.empty_bracket}});
 }
 
 // Opens cycles, instructions, LLC-load-misses and the software events on this thread. A name the
@@ -230,15 +253,14 @@ std::string unavailable_label(const std::vector<std::pair<std::string, std::stri
     return label;
 }
 
-// The counting pass: the body alone between enable and disable, prepare outside, iterations bounded.
+// The counting pass: the body alone between enable and disable, prepare outside, kCountedOps times.
 void count_body(benchmark::State& state, const fb::Pattern& p, const fb::Buffer& b) {
     std::vector<std::pair<std::string, std::string>> missing = g.unopened;
     if (g.counters && g.counters->any_available()) {
-        uint64_t k = std::clamp<uint64_t>(uint64_t(state.iterations()), 1, kMaxCountedIterations);
         std::vector<double> sum;
         std::vector<fb::CounterValue> last;
         std::vector<bool> ok;
-        for (uint64_t i = 0; i < k; ++i) {
+        for (uint64_t i = 0; i < kCountedOps; ++i) {
             p.prepare(b);
             g.counters->start();
             x86::compiler_barrier();
@@ -258,10 +280,10 @@ void count_body(benchmark::State& state, const fb::Pattern& p, const fb::Buffer&
                 continue;
             }
             double over = e < g.counter_overhead.size() ? g.counter_overhead[e] : 0;
-            state.counters["perf_" + last[e].name] = sum[e] / double(k) - over;
+            state.counters["perf_" + last[e].name] = sum[e] / double(kCountedOps) - over;
             if (last[e].scaling != 1.0) state.counters["perf_" + last[e].name + "_scaling"] = last[e].scaling;
         }
-        state.counters["counted_iterations"] = double(k);
+        state.counters["counted_ops"] = double(kCountedOps);
     } else if (g.counters) {
         for (const auto& v : g.counters->read())
             missing.emplace_back(v.name, v.unavailable.empty() ? "no value" : v.unavailable);
@@ -269,35 +291,36 @@ void count_body(benchmark::State& state, const fb::Pattern& p, const fb::Buffer&
     if (!missing.empty()) state.SetLabel(unavailable_label(missing));
 }
 
-// A repetition's brackets, for its median; past kMaxKept the newest overwrite the oldest.
-constexpr size_t kMaxKept = size_t{1} << 20;
-std::vector<uint64_t> g_kept;
-
 template <bool kRdtscp>
 void run_cell(benchmark::State& state, const fb::Pattern* p, uint64_t footprint) {
     fb::Buffer b{g.arena, footprint, g.line};
-    for (uint32_t i = 0; i < g.warmup; ++i) bracket<kRdtscp>(*p, b);
-    size_t cap = std::clamp<size_t>(size_t(state.max_iterations), 1, kMaxKept);
-    if (g_kept.size() < cap) g_kept.resize(cap);
-    uint64_t sum = 0, min = ~uint64_t{0}, n = 0;
+    size_t index = size_t(p - fb::kPatterns);
+    Env env;
+    measure::Plan plan;
+    plan.method = measure::method_for(*p, footprint, 1);
+    plan.warmup = g.stop.warmup;
+    plan.stop = stop_rule();
+    uint64_t pilot_ops = 0;
+    if (plan.method == measure::Method::batch)
+        plan.k = measure::choose_batch<kRdtscp>(index, b, g.empty_bracket, g.scratch.data(), pilot_ops, env);
+    measure::Samples s{g.value.data(), g.ref.data(), g.scratch.data(), uint32_t(g.value.size())};
+    measure::Outcome o{};
+    uint64_t t0 = x86::tsc_begin();
     for (auto _ : state) {
-        uint64_t c = bracket<kRdtscp>(*p, b);
-        sum += c;
-        min = std::min(min, c);
-        g_kept[n++ % cap] = c;
-        state.SetIterationTime(double(c) / g.tsc_hz);
+        o = measure::run<kRdtscp>(index, b, plan, s, env);
+        state.SetIterationTime(double(x86::tsc_begin() - t0) / g.tsc_hz);
     }
-    size_t kept = size_t(std::min<uint64_t>(n, cap));
-    if (!kept) return;
-    std::nth_element(g_kept.begin(), g_kept.begin() + long(kept / 2), g_kept.begin() + long(kept));
-    double median = double(g_kept[kept / 2]), mean = double(sum) / double(n);
-    state.counters["tsc_cycles_median"] = median;
-    state.counters["tsc_cycles_mean"] = mean;
-    state.counters["tsc_cycles_min"] = double(min);
-    state.counters["overhead_cycles"] = double(g.overhead);
-    state.counters["net_cycles"] = median - double(g.overhead);
-    uint64_t lines = footprint / g.line;
-    if (p->unit == fb::Unit::per_footprint && lines) state.counters["net_cycles_per_line"] = (median - double(g.overhead)) / double(lines);
+    std::vector<uint64_t> value(g.value.begin(), g.value.begin() + o.n), ref(g.ref.begin(), g.ref.begin() + o.n);
+    std::vector<double> cost = fb::estimates(value, ref, plan.k);
+    std::nth_element(cost.begin(), cost.begin() + long(cost.size() / 2), cost.end());
+    state.counters["cost_cycles"] = cost.empty() ? 0 : cost[cost.size() / 2];
+    state.counters["n"] = o.n;
+    state.counters["k"] = plan.k;
+    state.counters["ops"] = double(o.ops + pilot_ops);
+    state.counters["floor_cycles"] = g.floor_cycles;
+    state.counters["bracket_cycles"] = double(g.empty_bracket);
+    write_samples({{"name", fb::native_benchmark_name(p->name, footprint)}, {"method", measure::method_name(plan.method)},
+                   {"k", plan.k}, {"ops", o.ops + pilot_ops}, {"stop", measure::stop_name(o.stop)}, {"tsc", value}, {"ref", ref}});
     count_body(state, *p, b);
 }
 
@@ -307,8 +330,8 @@ void refuse(benchmark::State& state, const std::string& why) {
     }
 }
 
-// Wraps a reporter and drops the "/manual_time" Google Benchmark appends to names, so entries are
-// named exactly "<pattern>/<footprint_bytes>/native/native", as guest cells are.
+// Wraps a reporter and drops the "/manual_time" and "/iterations:1" Google Benchmark appends to
+// names, so entries are named exactly "<pattern>/<footprint_bytes>/native/native", as guest cells are.
 class CellNames final : public benchmark::BenchmarkReporter {
 public:
     explicit CellNames(benchmark::BenchmarkReporter* inner) : inner_(inner) {}
@@ -318,7 +341,7 @@ public:
     }
     void ReportRuns(const std::vector<Run>& runs) override {
         std::vector<Run> renamed = runs;
-        for (auto& r : renamed) r.run_name.time_type.clear();
+        for (auto& r : renamed) r.run_name.time_type.clear(), r.run_name.iterations.clear();
         sync();
         inner_->ReportRuns(renamed);
     }
@@ -334,6 +357,13 @@ private:
     }
     benchmark::BenchmarkReporter* inner_;
 };
+
+bool has_flag(int argc, char** argv, const char* name) {
+    std::string flag = std::string("--") + name;
+    for (int i = 1; i < argc; ++i)
+        if (std::string(argv[i]) == flag || std::string(argv[i]).rfind(flag + "=", 0) == 0) return true;
+    return false;
+}
 
 // --benchmark_out's reporter, renamed like the display's; null for csv (deprecated upstream), which
 // Google Benchmark then writes itself, names suffixed "/manual_time".
@@ -352,27 +382,26 @@ std::unique_ptr<benchmark::BenchmarkReporter> file_reporter_for(int argc, char**
 
 int main(int argc, char** argv) {
     Flags flags = take_flags(argc, argv);
-    // Our defaults for Google Benchmark's flags, unless given: argv gets them before parsing.
-    std::vector<char*> args(argv, argv + argc);
-    std::string reps = "--benchmark_repetitions=11", min_time = "--benchmark_min_time=0.05";
-    if (!has_flag(argc, argv, "benchmark_repetitions")) args.push_back(reps.data());
-    if (!has_flag(argc, argv, "benchmark_min_time")) args.push_back(min_time.data());
-    int nargs = int(args.size());
-    args.push_back(nullptr);
-    benchmark::Initialize(&nargs, args.data());
-    if (benchmark::ReportUnrecognizedArguments(nargs, args.data())) return 2;
+    benchmark::Initialize(&argc, argv);
+    if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;
 
-    // The guest's parser checks patterns, footprints and skips exactly as the guest would.
-    std::string cmdline = fmt::format("patterns={} footprints={}", flags.patterns, flags.footprints);
+    // The guest's parser checks patterns, footprints, skips and the stopping rule as the guest would.
+    const fb::RunOptions& st = flags.stop;
+    std::string cmdline = fmt::format("patterns={} footprints={} warmup={} reps={} min_reps={} target={} budget_ms={}", flags.patterns,
+                                      flags.footprints, st.warmup, st.reps, st.min_reps, st.target_permille, st.budget_ms);
     if (!flags.skip.empty()) cmdline += " skip=" + flags.skip;
     fb::Config config;
     fb::ConfigError err = fb::parse_config(fb::Str(cmdline.c_str()), config);
     if (err.message) usage_error(fmt::format("{}: '{}'", err.message, std::string(err.token.p, err.token.n)));
+    g.stop = config;
+    if (!flags.samples.empty()) {
+        g.samples = std::make_unique<std::ofstream>(flags.samples, std::ios::trunc);
+        if (!*g.samples) usage_error(fmt::format("cannot write {}: {}", flags.samples, strerror(errno)));
+    }
 
     int cpu = pin(flags.cpu);
     g.line = x86::clflush_line_bytes();
     g.rdtscp = x86::has(x86::Feature::rdtscp);
-    g.warmup = flags.warmup;
     uint64_t llc = x86::llc_bytes(), largest = 0;
     struct Planned {
         const fb::Pattern* p;
@@ -396,7 +425,10 @@ int main(int argc, char** argv) {
     std::string arena = map_arena(largest);
     fb::TscRate rate = fb::native_tsc_rate();
     g.tsc_hz = double(rate.khz) * 1000.0;
-    g.overhead = g.rdtscp ? calibrate_overhead<true>() : calibrate_overhead<false>();
+    size_t room = std::max<size_t>(config.reps, kBracketReps);
+    g.value.resize(room), g.ref.resize(room), g.scratch.resize(room);
+    if (g.rdtscp) calibrate<true>();
+    else calibrate<false>();
     open_counters();
 
     for (const auto& c : plan) {
@@ -412,7 +444,7 @@ int main(int argc, char** argv) {
             continue;
         }
         auto fn = g.rdtscp ? run_cell<true> : run_cell<false>;
-        benchmark::RegisterBenchmark(name.c_str(), fn, c.p, c.footprint)->UseManualTime();
+        benchmark::RegisterBenchmark(name.c_str(), fn, c.p, c.footprint)->UseManualTime()->Iterations(1);
     }
 
     auto hv = x86::hypervisor_vendor();
@@ -421,21 +453,24 @@ int main(int argc, char** argv) {
     benchmark::AddCustomContext("tsc_khz", std::to_string(rate.khz));
     benchmark::AddCustomContext("tsc_khz_source", rate.source);
     benchmark::AddCustomContext("invariant_tsc", x86::has(x86::Feature::invtsc) ? "yes" : "no: the TSC rate may follow the core clock");
-    benchmark::AddCustomContext("bracket", g.rdtscp ? "prepare | lfence;rdtsc;lfence | body | rdtscp;lfence (guest's, common/x86/cpu.h)"
-                                                    : "prepare | lfence;rdtsc;lfence | body | lfence;rdtsc;lfence (no RDTSCP)");
-    benchmark::AddCustomContext("timing", "manual time: TSC cycles of each bracket / tsc_khz, prepare untimed (real_time is their mean); "
-                                          "tsc_cycles_median: median bracket of the repetition (of its last 2^20 at most), "
-                                          "the figure results files carry, like the guest's per-bracket samples");
-    benchmark::AddCustomContext("overhead_cycles", std::to_string(g.overhead));
+    benchmark::AddCustomContext("bracket", g.rdtscp ? "lfence;rdtsc;lfence | work | rdtscp;lfence (the guest's, common/measure.h)"
+                                                    : "lfence;rdtsc;lfence | work | lfence;rdtsc;lfence (no RDTSCP)");
+    benchmark::AddCustomContext("timing", "each cell once (Iterations(1)), measured by common/measure.h: batch (T(2k) - T(k)) / k for "
+                                          "per-op patterns, paired with the empty bracket for the rest, until the median is known "
+                                          "or the budget is spent; manual time is the time that took; cost_cycles the median cost, "
+                                          "the raw brackets in the --samples file");
+    benchmark::AddCustomContext("overhead_cycles", std::to_string(g.empty_bracket));
+    benchmark::AddCustomContext("floor_cycles", fmt::format("{}", g.floor_cycles));
     benchmark::AddCustomContext("line_bytes", std::to_string(g.line));
     benchmark::AddCustomContext("llc_bytes", std::to_string(llc));
     benchmark::AddCustomContext("cpu", std::to_string(cpu));
     benchmark::AddCustomContext("hypervisor", hv.s[0] ? std::string(hv.s) + ": this \"native\" host is itself a virtual machine" : "none");
     benchmark::AddCustomContext("arena", arena);
-    benchmark::AddCustomContext("warmup", std::to_string(g.warmup));
+    benchmark::AddCustomContext("stop", fmt::format("warmup {}, reps {} to {}, target {} permille, budget {} ms", st.warmup, st.min_reps,
+                                                    st.reps, st.target_permille, st.budget_ms));
     benchmark::AddCustomContext("patterns", flags.patterns);
     benchmark::AddCustomContext("footprints", flags.footprints);
-    std::string counters = "perf_event on this thread, user+kernel (Split::all), body only, per iteration, minus an empty enable/disable;";
+    std::string counters = "perf_event on this thread, user+kernel (Split::all), body only, per operation, minus an empty enable/disable;";
     if (g.counters)
         for (const auto& v : g.counters->read()) counters += " " + v.name + (v.value ? "" : "(unavailable)");
     for (const auto& u : g.unopened) counters += " " + u.first + "(unavailable)";

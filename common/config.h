@@ -5,6 +5,8 @@
 //   pmu=auto|off phases=1 from=0 inject=hang@3 (fault injection, for tests)
 //   pace=idle:2000,wbinvd@100:2000,wbinvd@max:2000 pace_footprint=4K tsc_khz=2445000
 //   mask_width=4 (direct entry only: before every whole-cache flush, run on 4 pCPUs)
+//   min_reps=5 target=10 budget_ms=200 (a cell stops once its median is known to target/1000, or
+//   after budget_ms of repetitions; reps is the most it runs, min_reps the fewest: common/measure.h)
 //
 // `patterns=none` runs no measured cells (a run of paced steps only). Paced steps follow the
 // measured cells in every phase: the guest issues the pattern at a fixed rate (or back to back)
@@ -46,8 +48,11 @@ struct Config {
     size_t pattern_count = 0;
     FootprintSpec footprints[kMaxFootprints] = {};
     size_t footprint_count = 0;
-    uint32_t reps = 31;
+    uint32_t reps = 31;              // the most measured repetitions a cell runs
     uint32_t warmup = 3;
+    uint32_t min_reps = 5;           // the fewest, whatever the stopping rule says
+    uint32_t target_permille = 10;   // stop once the median's 95% interval is this narrow (0: never)
+    uint32_t budget_ms = 0;          // stop after this much measuring (0: no budget; needs a TSC rate)
     uint32_t phases = 1;  // the built-in VMM toggles snoop-control mode between phases
     uint32_t from = 0;    // first cell id to run: the host resumes a plan after a hung cell
     bool pmu = true;
@@ -65,6 +70,7 @@ struct Config {
     uint32_t mask_width = 1;
 
     static constexpr uint32_t kMaxReps = 100000, kMaxWarmup = 10000, kMaxPhases = 8, kMaxMaskWidth = 64;
+    static constexpr uint32_t kMaxTarget = 1000, kMaxBudgetMs = 600000;
     static constexpr uint32_t kMaxPaceRate = 10000000, kMinPaceMs = 10, kMaxPaceMs = 600000;
 };
 
@@ -237,6 +243,9 @@ inline ConfigError parse_config(Str cmdline, Config& c) {
         else if (key == Str("phases")) e = set_count(value, 1, Config::kMaxPhases, c.phases, "phases must be 1-8");
         else if (key == Str("from")) e = set_count(value, 0, 1u << 30, c.from, "from must be a cell id");
         else if (key == Str("mask_width")) e = set_count(value, 1, Config::kMaxMaskWidth, c.mask_width, "mask_width must be 1-64");
+        else if (key == Str("min_reps")) e = set_count(value, 1, Config::kMaxReps, c.min_reps, "min_reps must be 1-100000");
+        else if (key == Str("target")) e = set_count(value, 0, Config::kMaxTarget, c.target_permille, "target must be 0-1000 (permille)");
+        else if (key == Str("budget_ms")) e = set_count(value, 0, Config::kMaxBudgetMs, c.budget_ms, "budget_ms must be 0-600000");
         else if (key == Str("skip")) e = set_skips(c, value);
         else if (key == Str("inject")) e = set_inject(c, value);
         else if (key == Str("pace")) e = set_pace(c, value);
@@ -250,7 +259,7 @@ inline ConfigError parse_config(Str cmdline, Config& c) {
             else if (value == Str("off")) c.pmu = false;
             else e = {"pmu must be auto or off", w};
         } else {
-            e = {"unknown key (patterns, footprints, reps, warmup, phases, from, skip, pmu, inject, pace, pace_footprint, tsc_khz, mask_width)", w};
+            e = {"unknown key (patterns, footprints, reps, warmup, phases, from, skip, pmu, inject, pace, pace_footprint, tsc_khz, mask_width, min_reps, target, budget_ms)", w};
         }
         if (e.message) return e;
     }

@@ -90,6 +90,7 @@ struct Pattern {
     x86::Feature needs;          // CPUID feature the body's instruction requires
     bool ring0;                  // privileged: WBINVD, port I/O (guest and bare metal only)
     bool whole_cache;            // flushes the CPU's caches: KVM runs it on every pCPU of wbinvd_dirty_mask
+    bool exits;                  // every operation is a VM exit under KVM (CPUID, port I/O, WBINVD)
     bool uses_footprint;         // run once per footprint; otherwise once, footprint 0
     Unit unit;
     void (*prepare)(const Buffer&);  // untimed, before every repetition
@@ -101,26 +102,26 @@ struct Pattern {
 
 // clang-format off
 inline constexpr Pattern kPatterns[] = {
-    //name         group           needs                     ring0  whole  footprint unit                prepare          body                  memtype      operation
-    {"nop",        Group::flush,   x86::Feature::none,       false, false, false, Unit::per_op,        patterns::none,  patterns::none,       MemType::wb, "nop",        "empty timed region: the measurement overhead"},
-    {"cpuid",      Group::flush,   x86::Feature::none,       false, false, false, Unit::per_op,        patterns::none,  patterns::cpuid,      MemType::wb, "cpuid",      "CPUID leaf 0: an unconditional VM exit, handled in the kernel"},
-    {"pio",        Group::flush,   x86::Feature::none,       true,  false, false, Unit::per_op,        patterns::none,  patterns::pio,        MemType::wb, "pio",        "OUT to an unused port: an exit round trip through the VMM"},
-    {"dirty",      Group::flush,   x86::Feature::none,       false, false, true,  Unit::per_footprint, patterns::none,  patterns::dirty,      MemType::wb, "dirty",      "store one byte per line: the cost of dirtying alone"},
-    {"wbinvd",     Group::flush,   x86::Feature::none,       true,  true,  true,  Unit::per_op,        patterns::dirty, patterns::wbinvd,     MemType::wb, "wbinvd",     "WBINVD after dirtying the footprint"},
-    {"wbnoinvd",   Group::flush,   x86::Feature::wbnoinvd,   true,  true,  true,  Unit::per_op,        patterns::dirty, patterns::wbnoinvd,   MemType::wb, "wbnoinvd",   "WBNOINVD after dirtying the footprint"},
-    {"clflush",    Group::flush,   x86::Feature::clflush,    false, false, true,  Unit::per_footprint, patterns::dirty, patterns::clflush,    MemType::wb, "clflush",    "CLFLUSH every dirty line, then MFENCE"},
-    {"clflushopt", Group::flush,   x86::Feature::clflushopt, false, false, true,  Unit::per_footprint, patterns::dirty, patterns::clflushopt, MemType::wb, "clflushopt", "CLFLUSHOPT every dirty line, then SFENCE"},
-    {"clwb",       Group::flush,   x86::Feature::clwb,       false, false, true,  Unit::per_footprint, patterns::dirty, patterns::clwb,       MemType::wb, "clwb",       "CLWB every dirty line, then SFENCE"},
+    //name         group           needs                     ring0  whole  exits  fp     unit                prepare          body                  memtype      operation
+    {"nop",        Group::flush,   x86::Feature::none,       false, false, false, false, Unit::per_op,        patterns::none,  patterns::none,       MemType::wb, "nop",        "empty timed region: the measurement overhead"},
+    {"cpuid",      Group::flush,   x86::Feature::none,       false, false, true,  false, Unit::per_op,        patterns::none,  patterns::cpuid,      MemType::wb, "cpuid",      "CPUID leaf 0: an unconditional VM exit, handled in the kernel"},
+    {"pio",        Group::flush,   x86::Feature::none,       true,  false, true,  false, Unit::per_op,        patterns::none,  patterns::pio,        MemType::wb, "pio",        "OUT to an unused port: an exit round trip through the VMM"},
+    {"dirty",      Group::flush,   x86::Feature::none,       false, false, false, true,  Unit::per_footprint, patterns::none,  patterns::dirty,      MemType::wb, "dirty",      "store one byte per line: the cost of dirtying alone"},
+    {"wbinvd",     Group::flush,   x86::Feature::none,       true,  true,  true,  true,  Unit::per_op,        patterns::dirty, patterns::wbinvd,     MemType::wb, "wbinvd",     "WBINVD after dirtying the footprint"},
+    {"wbnoinvd",   Group::flush,   x86::Feature::wbnoinvd,   true,  true,  true,  true,  Unit::per_op,        patterns::dirty, patterns::wbnoinvd,   MemType::wb, "wbnoinvd",   "WBNOINVD after dirtying the footprint"},
+    {"clflush",    Group::flush,   x86::Feature::clflush,    false, false, false, true,  Unit::per_footprint, patterns::dirty, patterns::clflush,    MemType::wb, "clflush",    "CLFLUSH every dirty line, then MFENCE"},
+    {"clflushopt", Group::flush,   x86::Feature::clflushopt, false, false, false, true,  Unit::per_footprint, patterns::dirty, patterns::clflushopt, MemType::wb, "clflushopt", "CLFLUSHOPT every dirty line, then SFENCE"},
+    {"clwb",       Group::flush,   x86::Feature::clwb,       false, false, false, true,  Unit::per_footprint, patterns::dirty, patterns::clwb,       MemType::wb, "clwb",       "CLWB every dirty line, then SFENCE"},
     // Memory types (ring 0: they need the guest's page tables).
-    {"read_wb",    Group::memtype, x86::Feature::none,       true,  false, true,  Unit::per_footprint, patterns::none,  patterns::read_all,   MemType::wb, "read",       "sequential read of a write-back buffer"},
-    {"read_wc",    Group::memtype, x86::Feature::none,       true,  false, true,  Unit::per_footprint, patterns::none,  patterns::read_all,   MemType::wc, "read",       "sequential read of a write-combining buffer"},
-    {"read_uc",    Group::memtype, x86::Feature::none,       true,  false, true,  Unit::per_footprint, patterns::none,  patterns::read_all,   MemType::uc, "read",       "sequential read of an uncacheable buffer"},
-    {"write_wb",   Group::memtype, x86::Feature::none,       true,  false, true,  Unit::per_footprint, patterns::none,  patterns::write_all,  MemType::wb, "write",      "sequential write of a write-back buffer, then SFENCE"},
-    {"write_wc",   Group::memtype, x86::Feature::none,       true,  false, true,  Unit::per_footprint, patterns::none,  patterns::write_all,  MemType::wc, "write",      "sequential write of a write-combining buffer, then SFENCE"},
-    {"write_uc",   Group::memtype, x86::Feature::none,       true,  false, true,  Unit::per_footprint, patterns::none,  patterns::write_all,  MemType::uc, "write",      "sequential write of an uncacheable buffer, then SFENCE"},
-    {"rflush_wb",  Group::memtype, x86::Feature::clflush,    true,  false, true,  Unit::per_footprint, patterns::dirty_then_flush, patterns::read_all, MemType::wb, "rflush", "read after dirty + CLFLUSH, write-back"},
-    {"rflush_wc",  Group::memtype, x86::Feature::clflush,    true,  false, true,  Unit::per_footprint, patterns::dirty_then_flush, patterns::read_all, MemType::wc, "rflush", "read after dirty + CLFLUSH, write-combining"},
-    {"rflush_uc",  Group::memtype, x86::Feature::clflush,    true,  false, true,  Unit::per_footprint, patterns::dirty_then_flush, patterns::read_all, MemType::uc, "rflush", "read after dirty + CLFLUSH, uncacheable"},
+    {"read_wb",    Group::memtype, x86::Feature::none,       true,  false, false, true,  Unit::per_footprint, patterns::none,  patterns::read_all,   MemType::wb, "read",       "sequential read of a write-back buffer"},
+    {"read_wc",    Group::memtype, x86::Feature::none,       true,  false, false, true,  Unit::per_footprint, patterns::none,  patterns::read_all,   MemType::wc, "read",       "sequential read of a write-combining buffer"},
+    {"read_uc",    Group::memtype, x86::Feature::none,       true,  false, false, true,  Unit::per_footprint, patterns::none,  patterns::read_all,   MemType::uc, "read",       "sequential read of an uncacheable buffer"},
+    {"write_wb",   Group::memtype, x86::Feature::none,       true,  false, false, true,  Unit::per_footprint, patterns::none,  patterns::write_all,  MemType::wb, "write",      "sequential write of a write-back buffer, then SFENCE"},
+    {"write_wc",   Group::memtype, x86::Feature::none,       true,  false, false, true,  Unit::per_footprint, patterns::none,  patterns::write_all,  MemType::wc, "write",      "sequential write of a write-combining buffer, then SFENCE"},
+    {"write_uc",   Group::memtype, x86::Feature::none,       true,  false, false, true,  Unit::per_footprint, patterns::none,  patterns::write_all,  MemType::uc, "write",      "sequential write of an uncacheable buffer, then SFENCE"},
+    {"rflush_wb",  Group::memtype, x86::Feature::clflush,    true,  false, false, true,  Unit::per_footprint, patterns::dirty_then_flush, patterns::read_all, MemType::wb, "rflush", "read after dirty + CLFLUSH, write-back"},
+    {"rflush_wc",  Group::memtype, x86::Feature::clflush,    true,  false, false, true,  Unit::per_footprint, patterns::dirty_then_flush, patterns::read_all, MemType::wc, "rflush", "read after dirty + CLFLUSH, write-combining"},
+    {"rflush_uc",  Group::memtype, x86::Feature::clflush,    true,  false, false, true,  Unit::per_footprint, patterns::dirty_then_flush, patterns::read_all, MemType::uc, "rflush", "read after dirty + CLFLUSH, uncacheable"},
 };
 // clang-format on
 

@@ -3,6 +3,7 @@
 // nothing here trusts that an instruction exists until CPUID says so.
 #include "common/boot.h"
 #include "common/config.h"
+#include "common/measure.h"
 #include "common/patterns.h"
 #include "common/wire.h"
 #include "common/x86/cache.h"
@@ -25,14 +26,18 @@ namespace {
 
 using wire::Writer;
 
-constexpr uint32_t kCalibrationReps = 1001;
+constexpr uint32_t kBracketReps = 101;  // the empty bracket's median: what choosing k needs
+constexpr uint32_t kCalibrationReps = 31;  // the timing floor: nop as a batch cell
 
-uint64_t tsc_samples[Config::kMaxReps];
+uint64_t tsc_samples[Config::kMaxReps];  // the value brackets (and a paced step's reservoir)
+uint64_t ref_samples[Config::kMaxReps];  // the reference brackets
+int64_t scratch[Config::kMaxReps];       // the stopping rule's sort
 uint64_t pmc_samples[Pmu::kMaxCounters][Config::kMaxReps];
 
 Config config;
 x86::TscFreq tsc_freq{0, "unknown"};
-uint64_t tsc_overhead = 0;
+uint64_t tsc_overhead = 0;   // the empty bracket's median: paced steps' timings carry it
+uint64_t empty_bracket = 0;  // the same, for choosing a batch's k
 uint64_t llc = 0;
 uint32_t line = 64;
 bool has_rdtscp = false;
@@ -48,16 +53,6 @@ struct Tally {
     // Still running: bare metal, or QEMU without isa-debug-exit.
     Serial::write("flushbench: run finished, halting\n");
     halt_forever();
-}
-
-void shell_sort(uint64_t* a, size_t n) {
-    for (size_t gap = n / 2; gap > 0; gap /= 2)
-        for (size_t i = gap; i < n; ++i)
-            for (size_t j = i; j >= gap && a[j - gap] > a[j]; j -= gap) {
-                uint64_t t = a[j];
-                a[j] = a[j - gap];
-                a[j - gap] = t;
-            }
 }
 
 void emit_hello(const BootFacts& boot) {
@@ -99,7 +94,7 @@ void emit_hello(const BootFacts& boot) {
         }
         w.field("pmu_counters", nw.str());
     }
-    w.field("overhead", tsc_overhead);
+    w.field("overhead", tsc_overhead).field("bracket", empty_bracket);
     Records::emit(w);
 }
 
@@ -132,11 +127,13 @@ void emit_config() {
 // lines cached under the old type must go before the new one applies, hence the WBINVDs.
 class MappedAs {
 public:
-    MappedAs(const Buffer& b, MemType t) : base_(uint64_t(b.base)), bytes_(b.bytes), changed_(t != MemType::wb) {
-        if (!changed_) return;
-        x86::wbinvd();
-        Paging::set_type(base_, bytes_, t);
-        mapped_ = Paging::type_of(base_);  // read back: what the page table now says
+    MappedAs(const Buffer& b, const Pattern& p)
+        : base_(uint64_t(b.base)), bytes_(b.bytes), changed_(p.memtype != MemType::wb), reported_(p.group == Group::memtype) {
+        if (changed_) {
+            x86::wbinvd();
+            Paging::set_type(base_, bytes_, p.memtype);
+        }
+        mapped_ = Paging::type_of(base_);  // read back: what the page table now says, WB included
     }
     ~MappedAs() {
         if (!changed_) return;
@@ -144,32 +141,48 @@ public:
         Paging::set_type(base_, bytes_, MemType::wb);
     }
 
-    bool changed() const { return changed_; }
+    // Memory-type cells report their mapping, write-back ones too.
+    bool reported() const { return reported_; }
     MemType mapped() const { return mapped_; }
 
 private:
     uint64_t base_, bytes_;
-    bool changed_;
+    bool changed_, reported_;
     MemType mapped_ = MemType::wb;
 };
 
-void emit_samples(uint64_t id, uint32_t n) {
+// `with_ref`: measured cells carry their reference brackets; a paced step's reservoir has none.
+void emit_samples(const char* type, uint64_t id, uint32_t n, bool with_ref) {
     for (uint32_t from = 0; from < n; from += wire::kSamplesPerRecord) {
         uint32_t k = n - from < wire::kSamplesPerRecord ? n - from : uint32_t(wire::kSamplesPerRecord);
-        Writer w("samples");
+        Writer w(type);
         w.field("id", id).field("seq", from).list("tsc", tsc_samples + from, k);
-        for (int c = 0; c < Pmu::count(); ++c) w.list(Pmu::name(c), pmc_samples[c] + from, k);
+        if (with_ref) w.list("ref", ref_samples + from, k);
+        for (int c = 0; c < Pmu::count() && type[0] == 's'; ++c) w.list(Pmu::name(c), pmc_samples[c] + from, k);
         Records::emit(w);
     }
 }
 
-void emit_end(uint64_t id, const char* status, uint32_t n, const char* reason = nullptr, const MappedAs* mapping = nullptr) {
+// How a measured cell was measured, for its end record.
+struct Measured {
+    measure::Method method = measure::Method::paired;
+    uint32_t k = 1;
+    uint64_t ops = 0;
+    measure::Stop stop = measure::Stop::max_reps;
+};
+
+void emit_end(uint64_t id, const char* status, uint32_t n, const char* reason = nullptr, const MappedAs* mapping = nullptr,
+              const Measured* how = nullptr) {
     Writer w("end");
     w.field("id", id).field("status", status).field("n", n).field("warmup", config.warmup);
     w.field("overhead", tsc_overhead);
+    if (how) {
+        w.field("method", measure::method_name(how->method)).field("k", how->k).field("ops", how->ops);
+        w.field("stop", measure::stop_name(how->stop));
+    }
     if (reason) w.field("reason", reason);
     // The mapping as the guest reads it back: page-table type and the PAT MSR behind it.
-    if (mapping && mapping->changed()) w.field("mapped", mem_type_name(mapping->mapped())).hex("pat", rdmsr(Msr::pat));
+    if (mapping && mapping->reported()) w.field("mapped", mem_type_name(mapping->mapped())).hex("pat", rdmsr(Msr::pat));
     if (!Pmu::available()) w.field("pmu", "unavailable").field("pmu_reason", Pmu::unavailable_reason());
     Records::emit(w);
 }
@@ -192,41 +205,69 @@ void prepare(const Pattern& p, const Buffer& buf) {
     for (uint32_t i = 0; i < config.mask_width; ++i) x86::outb(boot::kHopPort, 0);
 }
 
-// Warm-up plus measured repetitions; returns how many samples it stored. The bracket: prepare
-// (untimed), counters, barrier, TSC, body, TSC, barrier, counters.
-template <bool kRdtscp>
-uint32_t measure(uint64_t id, const Pattern& p, const Buffer& buf, uint32_t warmup, uint32_t reps) {
-    uint32_t total = warmup + reps, stored = 0;
+// What common/measure.h asks of the kernel around a cell: preparation, the guest PMU around the
+// value bracket, a tick for the host's watchdog, the TSC.
+struct CellEnv {
+    explicit CellEnv(uint64_t cell) : id(cell) {}
+    uint64_t id;
     uint64_t last_tick = x86::tsc_begin();
-    for (uint32_t r = 0; r < total; ++r) {
-        uint64_t c0[Pmu::kMaxCounters], c1[Pmu::kMaxCounters];
-        prepare(p, buf);
-        Pmu::read(c0);
-        x86::compiler_barrier();
-        uint64_t t0 = x86::tsc_begin();
-        p.body(buf);
-        uint64_t t1 = x86::tsc_end<kRdtscp>();
-        x86::compiler_barrier();
+    uint64_t c0[Pmu::kMaxCounters] = {};
+    void prepare(const Pattern& p, const Buffer& b) { guest::prepare(p, b); }
+    void counters_before() { Pmu::read(c0); }
+    void counters_after(int32_t rep) {
+        uint64_t c1[Pmu::kMaxCounters];
         Pmu::read(c1);
-        if (r >= warmup) {
-            tsc_samples[stored] = t1 - t0;
-            for (int c = 0; c < Pmu::count(); ++c) pmc_samples[c][stored] = c1[c] - c0[c];
-            ++stored;
-        }
-        maybe_tick(id, r, last_tick);
+        if (rep >= 0)
+            for (int c = 0; c < Pmu::count(); ++c) pmc_samples[c][rep] = c1[c] - c0[c];
     }
-    return stored;
+    void tick(uint32_t rep) { maybe_tick(id, rep, last_tick); }
+    uint64_t now() { return x86::tsc_begin(); }
+};
+
+measure::StopRule stop_rule() {
+    measure::StopRule r;
+    r.min_reps = config.min_reps < config.reps ? config.min_reps : config.reps;
+    r.max_reps = config.reps;
+    r.target_permille = config.target_permille;
+    r.budget_tsc = tsc_freq.khz ? uint64_t(config.budget_ms) * tsc_freq.khz : 0;  // no clock, no budget
+    return r;
 }
 
-// The overhead every sample carries: the median of the nop pattern through the very same
-// bracket (prepare, counters, indirect call, TSC pair) that measures every other pattern.
-uint64_t calibrate_overhead() {
-    const Pattern& nop = *find_pattern("nop");
-    Buffer none{arena.base, 0, line};
-    uint32_t n = has_rdtscp ? measure<true>(~0ull, nop, none, 100, kCalibrationReps)
-                            : measure<false>(~0ull, nop, none, 100, kCalibrationReps);
-    shell_sort(tsc_samples, n);
-    return tsc_samples[n / 2];
+// A cell's repetitions, by the estimator its pattern and footprint call for (common/measure.h).
+template <bool kRdtscp>
+uint32_t measure_cell(uint64_t id, size_t index, const Buffer& buf, Measured& how) {
+    const Pattern& p = kPatterns[index];
+    CellEnv env(id);
+    measure::Plan plan;
+    plan.method = measure::method_for(p, buf.bytes, config.mask_width);
+    plan.warmup = config.warmup;
+    plan.stop = stop_rule();
+    if (plan.method == measure::Method::batch)
+        plan.k = measure::choose_batch<kRdtscp>(index, buf, empty_bracket, scratch, how.ops, env);
+    measure::Samples s{tsc_samples, ref_samples, scratch, Config::kMaxReps};
+    measure::Outcome o = measure::run<kRdtscp>(index, buf, plan, s, env);
+    how.method = plan.method, how.k = plan.k, how.ops += o.ops, how.stop = o.stop;
+    return o.n;
+}
+
+// The empty bracket's median, for choosing k, and (as tsc_overhead) what a paced step's timings carry.
+template <bool kRdtscp>
+uint64_t calibrate_bracket() {
+    for (uint32_t i = 0; i < kBracketReps; ++i) scratch[i] = int64_t(measure::time_empty<kRdtscp>());
+    measure::sort(scratch, kBracketReps);
+    return uint64_t(scratch[kBracketReps / 2]);
+}
+
+// The run's timing floor: nop as a batch cell of the largest k, streamed raw ("calib" records);
+// the host turns its spread into the floor below which a cost is not told from zero.
+template <bool kRdtscp>
+void calibrate_floor() {
+    size_t nop = size_t(find_pattern("nop") - kPatterns);
+    CellEnv env(~0ull);
+    measure::Plan plan{measure::Method::batch, measure::kMaxBatch, 2, {kCalibrationReps, kCalibrationReps, 0, 0}};
+    measure::Samples s{tsc_samples, ref_samples, scratch, Config::kMaxReps};
+    measure::Outcome o = measure::run<kRdtscp>(nop, Buffer{arena.base, 0, line}, plan, s, env);
+    emit_samples("calib", plan.k, o.n, true);  // "id" is k: a calib record belongs to no cell
 }
 
 // The harness's fault-injection tests: misbehave the way real guests and KVMs do, inside an open cell.
@@ -297,8 +338,8 @@ void end_with_fault(uint64_t id, const Pattern& p) {
 // Runs a cell's timed work over its buffer, mapped as the pattern asks, under the recovery point:
 // an exception inside ends the cell as a fault; otherwise its samples and end go out.
 template <class Timed>
-void run_guarded(uint64_t id, const Pattern& p, const Buffer& buf, Timed timed) {
-    MappedAs mapping(buf, p.memtype);
+void run_guarded(uint64_t id, const Pattern& p, const Buffer& buf, const Measured* how, Timed timed) {
+    MappedAs mapping(buf, p);
     volatile uint32_t stored = 0;
     if (FB_TRY()) {
         stored = timed(buf);
@@ -306,9 +347,9 @@ void run_guarded(uint64_t id, const Pattern& p, const Buffer& buf, Timed timed) 
     } else {
         return end_with_fault(id, p);
     }
-    emit_samples(id, stored);
+    emit_samples("samples", id, stored, how != nullptr);
     ++tally.ok;
-    emit_end(id, "ok", stored, nullptr, &mapping);
+    emit_end(id, "ok", stored, nullptr, &mapping, how);
 }
 
 // Announces a cell with its "cell" record (`more` adds the fields of its kind), then plays the
@@ -329,9 +370,10 @@ void run_cell(uint32_t phase, const Pattern& p, uint64_t footprint, bool resolve
     if (id < config.from) return;  // ran in an earlier boot
     announce(id, phase, p, footprint, config.reps, config.warmup, [](Writer&) {});
     if (!may_run(id, p, footprint, resolved)) return;
-    run_guarded(id, p, {arena.base, footprint, line}, [&](const Buffer& buf) {
-        return has_rdtscp ? measure<true>(id, p, buf, config.warmup, config.reps)
-                          : measure<false>(id, p, buf, config.warmup, config.reps);
+    Measured how;
+    run_guarded(id, p, {arena.base, footprint, line}, &how, [&](const Buffer& buf) {
+        size_t index = size_t(&p - kPatterns);
+        return has_rdtscp ? measure_cell<true>(id, index, buf, how) : measure_cell<false>(id, index, buf, how);
     });
 }
 
@@ -392,7 +434,7 @@ void run_paced(uint32_t phase, const PaceStep& step) {
         ++tally.unsupported;
         return emit_end(id, "unsupported", 0, "tsc-frequency-unknown");
     }
-    run_guarded(id, p, {arena.base, footprint, line}, [&](const Buffer& buf) {
+    run_guarded(id, p, {arena.base, footprint, line}, nullptr, [&](const Buffer& buf) {
         return has_rdtscp ? pace<true>(id, step, p, buf, tsc_freq.khz) : pace<false>(id, step, p, buf, tsc_freq.khz);
     });
 }
@@ -465,9 +507,11 @@ extern "C" [[noreturn]] void kmain(uint32_t entry_kind, uint64_t info) {
     tsc_freq = config.tsc_khz ? x86::TscFreq{config.tsc_khz, "host"} : x86::tsc_frequency();
     Pmu::init(config.pmu);
     has_rdtscp = x86::has(x86::Feature::rdtscp);
-    tsc_overhead = calibrate_overhead();
+    tsc_overhead = empty_bracket = has_rdtscp ? calibrate_bracket<true>() : calibrate_bracket<false>();
     emit_hello(boot);
     emit_config();
+    if (has_rdtscp) calibrate_floor<true>();
+    else calibrate_floor<false>();
 
     for (uint32_t phase = 0; phase < config.phases; ++phase) run_phase(phase);
 

@@ -26,8 +26,11 @@ public:
 private:
     static constexpr uint16_t kBase = boot::kCom1;
     static void put(char c) {
-        // Bounded wait: a machine without a UART must not hang the benchmark.
-        for (int spin = 0; spin < 100000 && !(x86::inb(kBase + 5) & 0x20); ++spin) asm volatile("pause");
+        // Wait for room however long the reader takes: a byte written into a full transmitter is
+        // lost, and a lost byte corrupts a record (QEMU stops draining while its host reader lags).
+        // A machine without a UART reads LSR as 0xff, "room", and never waits; a reader that never
+        // drains is the host watchdog's to call hung.
+        while (!(x86::inb(kBase + 5) & 0x20)) asm volatile("pause");
         x86::outb(kBase, uint8_t(c));
     }
 };

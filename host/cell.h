@@ -81,10 +81,16 @@ struct Cell {
     std::string reason;          // why unsupported/skipped/fault/hung/crashed
     bool emulated = false;       // TCG: timings are functional only
     uint32_t warmup = 0;         // repetitions run and discarded
-    uint64_t tsc_overhead = 0;   // median empty-bracket cost, TSC cycles (not yet subtracted)
+    uint64_t tsc_overhead = 0;   // median empty-bracket cost, TSC cycles (legacy cells and paced steps subtract it)
     uint64_t tsc_khz = 0;        // 0 = unknown
     uint32_t line_bytes = 64;
-    std::vector<uint64_t> tsc;   // raw per-repetition TSC deltas
+    std::vector<uint64_t> tsc;   // raw per-repetition TSC deltas: T(2k) (batch) or the pattern's bracket (paired)
+    std::vector<uint64_t> ref;   // the reference brackets: T(k) (batch) or the empty bracket (paired)
+    std::string method;          // "batch" or "paired" (common/measure.h); empty for legacy cells and paced steps
+    uint32_t batch = 1;          // k: operations in T(k)
+    uint64_t ops = 0;            // operations issued, pilot and warm-up included
+    std::string stop;            // why the repetitions stopped: precise, budget, max_reps
+    double floor_cycles = std::numeric_limits<double>::quiet_NaN();  // the boot's timing floor
     std::map<std::string, std::vector<uint64_t>> guest_pmu;  // per-repetition guest RDPMC deltas
     std::string guest_pmu_unavailable;                       // reason, when guest_pmu is empty
     std::optional<GuestFault> fault;

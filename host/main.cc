@@ -103,6 +103,9 @@ int run_matrix_file(const std::string& name, const fb::RunOptions& cli, const CL
         if (given("--patterns")) o.patterns = cli.patterns;
         if (given("--footprints")) o.footprints = cli.footprints;
         if (given("--reps")) o.reps = cli.reps;
+        if (given("--min-reps")) o.min_reps = cli.min_reps;
+        if (given("--target-pct")) o.target_permille = cli.target_permille;
+        if (given("--budget-ms")) o.budget_ms = cli.budget_ms;
         if (given("--warmup")) o.warmup = cli.warmup;
         if (given("--skip")) o.skip = cli.skip;
         if (given("--vcpu-cpu")) o.vcpu_cpu = cli.vcpu_cpu;
@@ -164,7 +167,15 @@ int main(int argc, char** argv) {
         ->check(CLI::IsMember({"microvm", "pc", "q35"}))->capture_default_str();
     run->add_option("--patterns", ro.patterns, "comma list of patterns, or all (see `flushbench patterns`)")->capture_default_str();
     run->add_option("--footprints", ro.footprints, "comma list: bytes with K/M/G, or NxLLC")->capture_default_str();
-    run->add_option("--reps", ro.reps, "measured repetitions per cell")->check(CLI::Range(1u, fb::Config::kMaxReps))->capture_default_str();
+    run->add_option("--reps", ro.reps, "the most measured repetitions a cell runs")->check(CLI::Range(1u, fb::Config::kMaxReps))->capture_default_str();
+    run->add_option("--min-reps", ro.min_reps, "the fewest measured repetitions a cell runs")
+        ->check(CLI::Range(1u, fb::Config::kMaxReps))->capture_default_str();
+    double target_pct = ro.target_permille / 10.0;
+    run->add_option("--target-pct", target_pct,
+                    "a cell stops once the 95% interval of its median is this narrow, in percent of the median (0: never)")
+        ->check(CLI::Range(0.0, 100.0))->capture_default_str();
+    run->add_option("--budget-ms", ro.budget_ms, "a cell stops after this much measuring (0: no budget; at least --min-reps)")
+        ->check(CLI::Range(0u, fb::Config::kMaxBudgetMs))->capture_default_str();
     run->add_option("--warmup", ro.warmup, "discarded repetitions per cell")->check(CLI::Range(0u, fb::Config::kMaxWarmup))->capture_default_str();
     run->add_option("--skip", ro.skip, "patterns never to run, as name[:reason],...");
     run->add_option("--events", ro.events, "kvm backend: host counters per cell, split guest-only/host-only (libpfm4 names)")
@@ -266,10 +277,12 @@ int main(int argc, char** argv) {
         return fb::run_import(import_log, import_out, joined_argv(argc, argv), opts);
     }
     if (!resume.empty()) return fb::resume_benchmark(resume, ro.quiet);
+    ro.target_permille = uint32_t(target_pct * 10.0 + 0.5);
     if (quick) {
         if (run->count("--footprints") == 0) ro.footprints = "0,4K,64K";
         if (run->count("--reps") == 0) ro.reps = 11;
         if (run->count("--warmup") == 0) ro.warmup = 2;
+        if (run->count("--budget-ms") == 0) ro.budget_ms = 100;
         if (run->count("--cell-timeout") == 0) timeout_s = 5;
     }
     ro.cell_timeout = std::chrono::seconds(timeout_s);

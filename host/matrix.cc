@@ -20,10 +20,11 @@ namespace {
 namespace fs = std::filesystem;
 
 const std::vector<std::string> kTopKeys = {"name", "description", "backends", "modes", "patterns", "footprints",
-                                           "reps", "warmup", "cell_timeout", "counters", "skip", "placement",
+                                           "reps", "warmup", "min_reps", "target_pct", "budget_ms", "cell_timeout",
+                                           "counters", "skip", "placement",
                                            "set", "machine", "mem_mib", "vfio", "vfio_baseline", "vfio_pci"};
 const std::vector<std::string> kPlacementKeys = {"name", "cpu", "migrate_ms", "dirty_mask"};
-const std::vector<std::string> kSetKeys = {"name",  "patterns",  "footprints",     "reps",     "warmup",         "pace",
+const std::vector<std::string> kSetKeys = {"name",  "patterns",  "footprints",     "reps",     "warmup",  "min_reps", "target_pct", "budget_ms",  "pace",
                                            "pace_footprint", "neighbour", "slice_ms", "neighbour_bytes"};
 const std::vector<std::string> kBackends = {"auto", "kvm", "qemu-kvm", "qemu-tcg", "native"};
 const std::vector<std::string> kModes = {"coherent", "noncoherent", "both"};
@@ -259,6 +260,13 @@ public:
         if (auto* v = t.get("footprints")) s.footprints = footprints(*v);
         if (auto* v = t.get("reps")) s.reps = uint32_t(integer(*v, "reps", 1, Config::kMaxReps, "(measured repetitions per cell)"));
         if (auto* v = t.get("warmup")) s.warmup = uint32_t(integer(*v, "warmup", 0, Config::kMaxWarmup, "(discarded repetitions per cell)"));
+        if (auto* v = t.get("min_reps")) s.min_reps = uint32_t(integer(*v, "min_reps", 1, Config::kMaxReps, "(the fewest repetitions per cell)"));
+        if (auto* v = t.get("target_pct")) {
+            double pct = v->is_integer() ? double(v->as_integer()->get()) : v->is_floating_point() ? v->as_floating_point()->get() : -1;
+            if (pct < 0 || pct > 100) fail(v->source(), "'target_pct' is a percentage of the median, 0-100 (0: never stop early)");
+            s.target_permille = uint32_t(pct * 10 + 0.5);
+        }
+        if (auto* v = t.get("budget_ms")) s.budget_ms = uint32_t(integer(*v, "budget_ms", 0, Config::kMaxBudgetMs, "(ms of measuring per cell)"));
         if (auto* v = t.get("pace")) s.pace = pace(*v);
         if (auto* v = t.get("pace_footprint")) {
             s.pace_footprint = string(*v, "pace_footprint");
@@ -296,6 +304,9 @@ public:
             RunOptions defaults;
             top.reps = defaults.reps;
             top.warmup = defaults.warmup;
+            top.min_reps = defaults.min_reps;
+            top.target_permille = defaults.target_permille;
+            top.budget_ms = defaults.budget_ms;
             top.footprints = split_commas(defaults.footprints);
         }
         set_common(t, top);
@@ -429,6 +440,9 @@ std::vector<MatrixRun> Matrix::expand() const {
                     o.footprints = joined(set.footprints, ",");
                     o.reps = set.reps;
                     o.warmup = set.warmup;
+                    o.min_reps = set.min_reps;
+                    o.target_permille = set.target_permille;
+                    o.budget_ms = set.budget_ms;
                     o.pace = joined(set.pace, ",");
                     if (!set.pace_footprint.empty()) o.pace_footprint = set.pace_footprint;
                     o.neighbour = set.neighbour;
@@ -455,7 +469,9 @@ std::vector<std::string> MatrixRun::cli_args() const {
     const RunOptions& o = options;
     std::vector<std::string> a = {"--backend", o.backend, "--mode", o.mode, "--patterns", o.patterns,
                                   "--footprints", o.footprints, "--reps", std::to_string(o.reps),
-                                  "--warmup", std::to_string(o.warmup), "--cell-timeout", std::to_string(o.cell_timeout.count())};
+                                  "--warmup", std::to_string(o.warmup), "--min-reps", std::to_string(o.min_reps),
+                                  "--target-pct", fmt::format("{:g}", o.target_permille / 10.0), "--budget-ms", std::to_string(o.budget_ms),
+                                  "--cell-timeout", std::to_string(o.cell_timeout.count())};
     if (!o.skip.empty()) a.insert(a.end(), {"--skip", o.skip});
     if (!o.pace.empty()) a.insert(a.end(), {"--pace", o.pace, "--pace-footprint", o.pace_footprint});
     if (!o.neighbour.empty()) a.insert(a.end(), {"--neighbour", o.neighbour, "--slice-ms", std::to_string(o.slice_ms)});

@@ -9,8 +9,11 @@
 //   modes = ["coherent", "noncoherent"]     # both listed: one A/B/A run (mode "both")
 //   patterns = ["wbinvd", "clflush"]        # or ["all"]
 //   footprints = ["0", "4K", "1M", "2xLLC"] # strings as on the command line, or integers (bytes)
-//   reps = 101
+//   reps = 101                              # the most repetitions a cell runs
 //   warmup = 5
+//   min_reps = 5                            # the fewest
+//   target_pct = 1                          # stop once the median's 95% interval is 1% wide
+//   budget_ms = 200                         # or after 200 ms of measuring (0: no budget)
 //   cell_timeout = 30                       # seconds of guest silence before a cell is hung
 //   counters = ["cycles", "kvm:kvm_exit"]   # event names, stored for the counter collector
 //   skip = { clwb = "hangs-on-this-kvm" }   # pattern = reason
@@ -71,6 +74,7 @@ struct PatternSet {
     std::vector<std::string> patterns;    // names from the pattern table, or {"all"}
     std::vector<std::string> footprints;  // as `--footprints` takes them: "0", "4K", "2xLLC"
     uint32_t reps = 31, warmup = 3;
+    uint32_t min_reps = 5, target_permille = 10, budget_ms = 1000;  // the stopping rule (common/measure.h)
     // Paced steps and the host neighbour (`--pace`, `--neighbour`): a set with a neighbour runs
     // no cells unless it names patterns, and the default steps unless it names its own.
     std::vector<std::string> pace;

@@ -18,6 +18,9 @@
 #include <cstring>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <limits>
 #include <map>
 #include <memory>
 #include <stdexcept>
@@ -32,6 +35,7 @@
 #include "host/probe.h"
 #include "host/results.h"
 #include "host/runner.h"
+#include "host/statistics.h"
 
 extern char** environ;
 
@@ -40,11 +44,6 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
-
-// The guest PMU's counter names, for the host events that count the same thing: a native cell's
-// series then sit beside a guest cell's under the same key.
-const std::map<std::string, std::string> kSameAsGuest = {
-    {"perf_cycles", "cycles"}, {"perf_instructions", "instructions"}, {"perf_LLC-load-misses", "llc_misses"}};
 
 bool starts_with(const std::string& s, const char* prefix) { return s.rfind(prefix, 0) == 0; }
 
@@ -128,7 +127,7 @@ std::string native_benchmark_name(const std::string& pattern, uint64_t footprint
     return fmt::format("{}/{}/{}/{}", pattern, footprint_bytes, kNativeBackend, kNativeMode);
 }
 
-NativeResults parse_native_json(const std::string& text) {
+NativeResults parse_native_json(const std::string& text, const std::string& samples_text) {
     json doc = parse_gbench_json(text);
     if (!doc.is_object() || !doc.contains("benchmarks") || !doc["benchmarks"].is_array())
         throw std::runtime_error("flushbench-native output has no \"benchmarks\" array: not Google Benchmark JSON");
@@ -136,17 +135,37 @@ NativeResults parse_native_json(const std::string& text) {
     out.context = doc.value("context", json::object());
     uint64_t tsc_khz = context_u64(out.context, "tsc_khz");
     uint64_t line = context_u64(out.context, "line_bytes");
-    std::map<std::string, size_t> index;
-    bool aggregates = false;
+    uint64_t bracket = context_u64(out.context, "overhead_cycles");
 
+    // The samples file: the calibration, then one line per measured cell (bench/native_bench.cc).
+    std::map<std::string, json> samples;
+    double floor = std::numeric_limits<double>::quiet_NaN();
+    size_t lineno = 0;
+    for (size_t from = 0; from < samples_text.size();) {
+        size_t nl = std::min(samples_text.find('\n', from), samples_text.size());
+        std::string l = samples_text.substr(from, nl - from);
+        from = nl + 1, ++lineno;
+        if (l.empty()) continue;
+        json j = json::parse(l, nullptr, false);
+        if (j.is_discarded() || !j.is_object()) throw std::runtime_error(fmt::format("flushbench-native samples line {} is not JSON", lineno));
+        if (j.contains("calibration")) {
+            const json& c = j["calibration"];
+            floor = timing_floor(estimates(c.value("tsc", std::vector<uint64_t>{}), c.value("ref", std::vector<uint64_t>{}), c.value("k", 1u)));
+            out.context["calibration"] = {{"k", c.value("k", 0u)}, {"n", c.value("tsc", json::array()).size()},
+                                          {"floor_cycles", std::isfinite(floor) ? json(floor) : json(nullptr)}};
+        } else if (j.contains("name") && j["name"].is_string()) {
+            samples[j["name"].get<std::string>()] = j;
+        } else {
+            throw std::runtime_error(fmt::format("flushbench-native samples line {} names no cell", lineno));
+        }
+    }
+
+    std::map<std::string, size_t> index;
     for (const json& e : doc["benchmarks"]) {
         if (!e.is_object() || !e.contains("name") || !e["name"].is_string())
             throw std::runtime_error("a benchmarks entry without a name: not Google Benchmark JSON");
         std::string name = e["name"].get<std::string>();
-        if (e.value("run_type", "iteration") == "aggregate") {
-            aggregates = true;
-            continue;
-        }
+        if (e.value("run_type", "iteration") == "aggregate") continue;
         // "<pattern>/<footprint>/native/native", tolerating Google Benchmark's own suffixes after it.
         std::vector<std::string> parts;
         for (size_t from = 0;;) {
@@ -163,59 +182,48 @@ NativeResults parse_native_json(const std::string& text) {
         if (!p) throw std::runtime_error(fmt::format("benchmark '{}' names a pattern the table does not have (a different flushbench build?)", name));
 
         std::string key = native_benchmark_name(parts[0], footprint);
-        auto [it, fresh] = index.emplace(key, out.cells.size());
-        if (fresh) {
-            Cell c;
-            c.pattern = p->name;
-            c.footprint_bytes = footprint;
-            c.backend = kNativeBackend;
-            c.mode = kNativeMode;
-            c.unit = unit_name(p->unit);
-            c.tsc_khz = tsc_khz;
-            if (line && line <= 4096) c.line_bytes = uint32_t(line);
-            c.extra = {{"iterations", json::array()}, {"tsc_cycles_mean", json::array()}, {"tsc_cycles_min", json::array()}};
-            out.cells.push_back(std::move(c));
-        }
-        Cell& c = out.cells[it->second];
-
+        if (!index.emplace(key, out.cells.size()).second) throw std::runtime_error(fmt::format("benchmark '{}' reported twice", key));
+        Cell c;
+        c.pattern = p->name;
+        c.footprint_bytes = footprint;
+        c.backend = kNativeBackend;
+        c.mode = kNativeMode;
+        c.unit = unit_name(p->unit);
+        c.tsc_khz = tsc_khz;
+        c.tsc_overhead = bracket;
+        c.floor_cycles = floor;
+        if (line && line <= 4096) c.line_bytes = uint32_t(line);
         if (e.value("error_occurred", false)) {
             c.status = status_for_error(e.value("error_message", std::string("error without a message")), c.reason);
+            out.cells.push_back(std::move(c));
             continue;
         }
-        if (!e.contains("tsc_cycles_median") || !e["tsc_cycles_median"].is_number())
-            throw std::runtime_error(fmt::format("benchmark '{}' has no tsc_cycles_median counter: not flushbench-native output", name));
-        double cycles = e["tsc_cycles_median"].get<double>();
-        c.tsc.push_back(uint64_t(std::llround(std::max(0.0, cycles))));
-        c.extra["iterations"].push_back(e.value("iterations", 0));
-        for (const char* k : {"tsc_cycles_mean", "tsc_cycles_min"})
-            if (e.contains(k)) c.extra[k].push_back(e[k]);
-        if (e.contains("overhead_cycles") && e["overhead_cycles"].is_number())
-            c.tsc_overhead = uint64_t(std::llround(std::max(0.0, e["overhead_cycles"].get<double>())));
-        for (const auto& [k, v] : e.items()) {
-            if (!starts_with(k, "perf_") || !v.is_number()) continue;
-            c.extra["perf"][k.substr(5)].push_back(v);
-            auto same = kSameAsGuest.find(k);
-            if (same != kSameAsGuest.end()) c.guest_pmu[same->second].push_back(uint64_t(std::llround(std::max(0.0, v.get<double>()))));
-        }
+        auto it = samples.find(key);
+        if (it == samples.end()) throw std::runtime_error(fmt::format("{}: no samples (run flushbench-native with --samples FILE)", key));
+        const json& sm = it->second;
+        c.method = sm.value("method", "");
+        c.batch = sm.value("k", 1u);
+        c.ops = sm.value("ops", uint64_t{0});
+        c.stop = sm.value("stop", "");
+        c.tsc = sm.value("tsc", std::vector<uint64_t>{});
+        c.ref = sm.value("ref", std::vector<uint64_t>{});
+        if ((c.method != "batch" && c.method != "paired") || c.tsc.empty() || c.ref.size() != c.tsc.size() || c.batch < 1)
+            throw std::runtime_error(fmt::format("{}: malformed samples (method, k, tsc, ref)", key));
+        // The host counters are per operation, from the counting pass: not per repetition.
+        for (const auto& [k, v] : e.items())
+            if (starts_with(k, "perf_") && v.is_number()) c.extra["perf_per_op"][k.substr(5)] = v;
         std::string label = e.value("label", "");
-        if (starts_with(label, "counters unavailable: ")) c.extra["counters_unavailable"] = label.substr(22);
-    }
-
-    for (Cell& c : out.cells) {
-        if (c.status == CellStatus::ok && c.tsc.empty())
-            throw std::runtime_error(fmt::format("{}: no per-repetition entries{}", benchmark_name(c),
-                                                 aggregates ? " (run without --benchmark_report_aggregates_only)" : ""));
-        // A series that missed a repetition cannot be lined up with the samples: keep it in extra only.
-        for (auto it = c.guest_pmu.begin(); it != c.guest_pmu.end();)
-            it = it->second.size() == c.tsc.size() ? std::next(it) : c.guest_pmu.erase(it);
-        if (c.guest_pmu.empty() && c.status == CellStatus::ok)
-            c.guest_pmu_unavailable = c.extra.contains("counters_unavailable") ? c.extra["counters_unavailable"].get<std::string>()
-                                                                              : "no hardware counters reported by flushbench-native";
+        c.guest_pmu_unavailable = starts_with(label, "counters unavailable: ")
+                                      ? label.substr(22)
+                                      : "native: host counters are per operation (extra.perf_per_op), not per repetition";
+        out.cells.push_back(std::move(c));
     }
     return out;
 }
 
-std::vector<Cell> native_cells(const std::string& gbench_json_text) { return parse_native_json(gbench_json_text).cells; }
+std::vector<Cell> native_cells(const std::string& gbench_json_text, const std::string& samples_text) {
+    return parse_native_json(gbench_json_text, samples_text).cells;
+}
 
 TscRate native_tsc_rate() {
     x86::TscFreq f = x86::tsc_frequency();
@@ -238,16 +246,28 @@ std::string default_native_binary() {
 
 std::vector<std::string> native_argv(const NativeOptions& o) {
     std::vector<std::string> a = {o.binary.empty() ? default_native_binary() : o.binary, "--benchmark_format=json",
-                                  "--patterns", o.patterns, "--footprints", o.footprints,
-                                  fmt::format("--benchmark_repetitions={}", o.reps), "--warmup", std::to_string(o.warmup)};
+                                  "--patterns", o.patterns, "--footprints", o.footprints, "--warmup", std::to_string(o.warmup),
+                                  "--reps", std::to_string(o.reps), "--min-reps", std::to_string(o.min_reps),
+                                  "--target-permille", std::to_string(o.target_permille), "--budget-ms", std::to_string(o.budget_ms)};
+    if (!o.samples.empty()) a.insert(a.end(), {"--samples", o.samples});
     if (!o.skip.empty()) a.insert(a.end(), {"--skip", o.skip});
     if (o.cpu >= 0) a.insert(a.end(), {"--cpu", std::to_string(o.cpu)});
-    if (o.min_time > 0) a.push_back(fmt::format("--benchmark_min_time={}", o.min_time));
     a.insert(a.end(), o.extra_args.begin(), o.extra_args.end());
     return a;
 }
 
-NativeResults run_native_bench(const NativeOptions& o) {
+NativeResults run_native_bench(const NativeOptions& options) {
+    NativeOptions o = options;
+    // The raw brackets come back through a file of their own; Google Benchmark's JSON on stdout.
+    char tmpl[] = "/tmp/flushbench-native-samples-XXXXXX";
+    int sfd = mkstemp(tmpl);
+    if (sfd < 0) throw std::runtime_error(fmt::format("cannot create a samples file in /tmp: {}", strerror(errno)));
+    ::close(sfd);
+    struct Unlink {
+        std::string path;
+        ~Unlink() { ::unlink(path.c_str()); }
+    } cleanup{tmpl};
+    o.samples = tmpl;
     auto argv = native_argv(o);
     if (::access(argv[0].c_str(), X_OK) != 0)
         throw std::runtime_error(fmt::format("{} not found: build it with `cmake --build build --target flushbench-native`", argv[0]));
@@ -299,7 +319,9 @@ NativeResults run_native_bench(const NativeOptions& o) {
         throw std::runtime_error(fmt::format("{} killed by signal {} ({})", argv[0], WTERMSIG(status), strsignal(WTERMSIG(status))));
     if (WEXITSTATUS(status) != 0)
         throw std::runtime_error(fmt::format("{} exited with status {}: {}", argv[0], WEXITSTATUS(status), err.empty() ? "no message" : last_line(err)));
-    return parse_native_json(out);
+    std::ifstream in(o.samples);
+    std::string samples((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    return parse_native_json(out, samples);
 }
 
 

@@ -1,16 +1,15 @@
 // Native baselines from host user space: flushbench-native (bench/native_bench.cc) runs the pattern
-// table's user-space patterns with Google Benchmark; this turns its JSON into Cells (backend
-// "native", mode "native") so that guest and native results share one file and one schema.
+// table's user-space patterns with Google Benchmark, measured by the guest's own code
+// (common/measure.h); this turns its output into Cells (backend "native", mode "native") so that
+// guest and native results share one file and one schema.
 //
-// What flushbench-native reports, per repetition (Google Benchmark "iteration" entry), as user
-// counters: tsc_cycles_median (the median TSC cycles of one bracket among the repetition's
-// iterations; the bracket is the guest's, common/x86/cpu.h), tsc_cycles_mean (what real_time
-// holds, in ns), tsc_cycles_min, overhead_cycles (median of the empty bracket, measured like the
-// guest's), net_cycles (median - overhead), net_cycles_per_line, counted_iterations and
-// perf_<event> (per iteration, body only) for every host counter that opened. A Cell's sample
-// for a repetition is its tsc_cycles_median. Counters that did
-// not open are named in the label ("counters unavailable: ..."): Google Benchmark counters are
-// numbers. Context (AddCustomContext): tsc_khz, tsc_khz_source, line_bytes, cpu, hypervisor, ...
+// What flushbench-native reports: per cell, one Google Benchmark "iteration" entry (Iterations(1),
+// manual time: the time the cell's repetitions took) with user counters cost_cycles (median
+// cost), n, k, ops, floor_cycles, bracket_cycles and perf_<event> (per operation, the counting
+// pass) for every host counter that opened; counters that did not open are named in the label
+// ("counters unavailable: ..."). The raw per-repetition brackets (value and reference, the method,
+// k, ops and why it stopped) and the timing-floor calibration go to the --samples file, one JSON
+// object per line. Context (AddCustomContext): tsc_khz, tsc_khz_source, line_bytes, cpu, ...
 #pragma once
 
 #include <cstdint>
@@ -53,11 +52,11 @@ struct NativeResults {
     nlohmann::json context;   // the program's Google Benchmark context (with its custom fields)
 };
 
-// Converts flushbench-native --benchmark_format=json output. Throws std::runtime_error (one line,
-// saying what is wrong) when the text is not JSON, not Google Benchmark's schema, names a pattern
-// the table does not have, or lacks per-repetition entries (--benchmark_report_aggregates_only).
-NativeResults parse_native_json(const std::string& gbench_json_text);
-std::vector<Cell> native_cells(const std::string& gbench_json_text);
+// Converts flushbench-native --benchmark_format=json output and its --samples file. Throws
+// std::runtime_error (one line, saying what is wrong) when the text is not JSON, not Google
+// Benchmark's schema, names a pattern the table does not have, or a measured cell has no samples.
+NativeResults parse_native_json(const std::string& gbench_json_text, const std::string& samples_text);
+std::vector<Cell> native_cells(const std::string& gbench_json_text, const std::string& samples_text);
 
 // The TSC rate the native program converts cycles to time with, and where it came from: CPUID
 // (0x40000010 hypervisor timing leaf, 0x15 crystal ratio), else KVM_GET_TSC_KHZ on a scratch vCPU
@@ -74,10 +73,9 @@ struct NativeOptions {
     std::string patterns = "all";
     std::string footprints = "0,4K,64K,1M";
     std::string skip;                      // pattern[:reason],...
-    uint32_t reps = 11;                    // Google Benchmark repetitions (one Cell sample each)
-    uint32_t warmup = 3;                   // untimed brackets before each run's timed loop
+    uint32_t warmup = 3, reps = 31, min_reps = 5, target_permille = 10, budget_ms = 1000;  // the stopping rule
+    std::string samples;                   // the --samples file (run_native_bench makes a temporary one)
     int cpu = -1;                          // -1: the CPU the program starts on
-    double min_time = 0;                   // seconds per repetition; 0: the program's default
     std::vector<std::string> extra_args;   // passed through (e.g. --benchmark_filter=...)
     bool echo_stderr = true;               // let the program's stderr through (progress, warnings)
 };

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include "common/config.h"
+#include "common/measure.h"
 #include "common/patterns.h"
 
 namespace fb {
@@ -158,14 +159,21 @@ void RecordStream::handle_record(const wire::Record& r) {
         if (!u64("id", id) || !u64("seq", seq)) return;
         if (!open_ || id != open_id_) return protocol_error("samples for a cell that is not open");
         if (seq != open_->tsc.size()) return close_open(CellStatus::corrupt, "samples out of sequence (records lost)");
-        std::vector<uint64_t> tsc;
-        Str list;
+        std::vector<uint64_t> tsc, ref;
+        Str list, ref_list;
         if (!r.get("tsc", list) || !parse_list(list, tsc, wire::kSamplesPerRecord) || tsc.empty() ||
             open_->tsc.size() + tsc.size() > open_reps_)
             return close_open(CellStatus::corrupt, "malformed samples record");
+        // Reference brackets come with every chunk or with none.
+        bool has_ref = r.get("ref", ref_list);
+        bool had_ref = !open_->ref.empty();
+        if ((!open_->tsc.empty() && has_ref != had_ref) ||
+            (has_ref && (!parse_list(ref_list, ref, tsc.size()) || ref.size() != tsc.size())))
+            return close_open(CellStatus::corrupt, "malformed reference brackets");
+        open_->ref.insert(open_->ref.end(), ref.begin(), ref.end());
         for (size_t i = 0; i < r.count; ++i) {
             auto key = view(r.fields[i].key);
-            if (key == "id" || key == "seq" || key == "tsc") continue;
+            if (key == "id" || key == "seq" || key == "tsc" || key == "ref") continue;
             std::vector<uint64_t> values;
             auto& series = open_->guest_pmu[std::string(key)];
             if (open_->guest_pmu.size() > 8 || !parse_list(r.fields[i].value, values, tsc.size()) ||
@@ -216,7 +224,32 @@ void RecordStream::handle_record(const wire::Record& r) {
         }
         Str pmu_reason;
         if (r.get("pmu_reason", pmu_reason)) open_->guest_pmu_unavailable = std::string(view(pmu_reason));
+        Str method, stop;
+        if (r.get("method", method)) {
+            uint64_t k = 0, ops = 0;
+            std::string m(view(method)), st = r.get("stop", stop) ? std::string(view(stop)) : "";
+            if ((m != "batch" && m != "paired") || !r.get_u64("k", k) || k < 1 || k > measure::kMaxBatch || !r.get_u64("ops", ops) ||
+                (st != "precise" && st != "budget" && st != "max_reps") || (m == "paired" && k != 1))
+                return close_open(CellStatus::corrupt, "end record with a malformed method");
+            if (open_->ref.size() != open_->tsc.size()) return close_open(CellStatus::corrupt, "measured cell without its reference brackets");
+            open_->method = m, open_->batch = uint32_t(k), open_->ops = ops, open_->stop = st;
+        } else if (!open_->ref.empty()) {
+            return close_open(CellStatus::corrupt, "reference brackets without a method");
+        }
         close_open(*status, r.get("reason", reason) ? std::string(view(reason)) : std::string());
+    } else if (type == "calib") {
+        // The timing floor's samples (guest/main.cc calibrate_floor): "id" is the batch's k.
+        uint64_t k, seq;
+        std::vector<uint64_t> value, ref;
+        Str vl, rl;
+        if (!u64("id", k) || !u64("seq", seq)) return;
+        if (k < 1 || k > measure::kMaxBatch || seq != calib_.value.size() || !r.get("tsc", vl) || !r.get("ref", rl) ||
+            !parse_list(vl, value, wire::kSamplesPerRecord) || !parse_list(rl, ref, value.size()) || value.size() != ref.size() ||
+            calib_.value.size() + value.size() > kMaxCalibration || (calib_.k && calib_.k != k))
+            return protocol_error("malformed calibration record");
+        calib_.k = uint32_t(k);
+        calib_.value.insert(calib_.value.end(), value.begin(), value.end());
+        calib_.ref.insert(calib_.ref.end(), ref.begin(), ref.end());
     } else if (type == "summary") {
         if (open_) close_open(CellStatus::corrupt, "summary arrived while the cell was open");
         summary_seen_ = true;

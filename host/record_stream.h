@@ -34,6 +34,15 @@ public:
     // Record port: exactly one record, with or without its "\n".
     void feed_line(std::string_view line);
 
+    // The guest's timing-floor samples (nop as a batch of k, raw): the floor below which a cost is
+    // not told from zero (host/statistics.h timing_floor).
+    struct Calibration {
+        uint32_t k = 0;
+        std::vector<uint64_t> value, ref;
+    };
+    const Calibration& calibration() const { return calib_; }
+    static constexpr size_t kMaxCalibration = 1024;
+
     // Whatever the guest said about itself (the hello record's fields).
     const std::map<std::string, std::string>& hello() const { return hello_; }
     std::optional<uint64_t> hello_u64(const std::string& key) const;
@@ -71,6 +80,7 @@ private:
     PhaseFn on_phase_;
     std::function<void()> on_cell_begin_;
     std::map<std::string, std::string> hello_;
+    Calibration calib_;
     std::optional<std::string> guest_error_;
     std::optional<Cell> open_;
     uint64_t open_id_ = 0, open_reps_ = 0;

@@ -39,12 +39,6 @@ void write_all(int fd, const std::string& text, const std::string& path) {
 
 double ns_from_cycles(double cycles, uint64_t tsc_khz) { return cycles * 1e6 / double(tsc_khz); }
 
-double median_of(std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    size_t n = v.size();
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 }  // namespace
 
 json pattern_table_json() {
@@ -52,7 +46,7 @@ json pattern_table_json() {
     for (const auto& p : kPatterns)
         a.push_back({{"name", p.name}, {"group", group_name(p.group)}, {"memtype", mem_type_name(p.memtype)},
                      {"operation", p.operation}, {"feature", x86::feature_name(p.needs)}, {"ring0", p.ring0},
-                     {"whole_cache", p.whole_cache}, {"uses_footprint", p.uses_footprint}, {"unit", unit_name(p.unit)},
+                     {"whole_cache", p.whole_cache}, {"exits", p.exits}, {"uses_footprint", p.uses_footprint}, {"unit", unit_name(p.unit)},
                      {"what", p.what}});
     return a;
 }
@@ -68,6 +62,9 @@ json cell_to_json(const Cell& c) {
               {"tsc_overhead", c.tsc_overhead}, {"tsc_khz", c.tsc_khz}, {"line_bytes", c.line_bytes},
               {"tsc", c.tsc}, {"guest_pmu", c.guest_pmu}, {"guest_pmu_unavailable", c.guest_pmu_unavailable},
               {"last_output", c.last_output}, {"extra", c.extra}, {"mode_evidence", c.mode_evidence}};
+    if (!c.method.empty())
+        j["measure"] = {{"method", c.method}, {"k", c.batch}, {"ops", c.ops}, {"stop", c.stop}, {"ref", c.ref}};
+    if (std::isfinite(c.floor_cycles)) j["floor_cycles"] = c.floor_cycles;
     if (c.fault)
         j["fault"] = {{"vector", c.fault->vector}, {"error_code", c.fault->error_code}, {"rip", c.fault->rip}, {"cr2", c.fault->cr2}};
     if (c.mapping)
@@ -107,6 +104,17 @@ Cell cell_from_json(const json& j) {
     c.last_output = j.value("last_output", "");
     c.extra = j.value("extra", json::object());
     c.mode_evidence = j.value("mode_evidence", json::object());  // absent before schema 4
+    if (j.contains("measure")) {  // absent before schema 5: those cells subtract tsc_overhead
+        const auto& m = j["measure"];
+        c.method = m.at("method").get<std::string>();
+        c.batch = m.value("k", 1u);
+        c.ops = m.value("ops", uint64_t{0});
+        c.stop = m.value("stop", "");
+        c.ref = m.value("ref", std::vector<uint64_t>{});
+        if ((c.method != "batch" && c.method != "paired") || c.batch < 1 || c.ref.size() != c.tsc.size())
+            throw std::runtime_error(fmt::format("cell {}: malformed measure (method, k, ref)", c.pattern));
+    }
+    if (j.contains("floor_cycles") && j["floor_cycles"].is_number()) c.floor_cycles = j["floor_cycles"].get<double>();
     if (j.contains("fault")) {
         const auto& f = j["fault"];
         c.fault = GuestFault{f.value("vector", 0u), f.value("error_code", uint64_t{0}), f.value("rip", uint64_t{0}), f.value("cr2", uint64_t{0})};
@@ -145,44 +153,41 @@ std::vector<json> benchmark_entries(const Cell& c, int family_index, int instanc
         out.push_back(std::move(e));
         return out;
     }
-    // real_time is the measured bracket, as Google Benchmark reports it; net_cycles subtracts
-    // the empty bracket's median (the guest's measured overhead) and may be negative for nop.
+    // real_time and cpu_time hold each repetition's cost (net_cycles, the estimator's difference,
+    // common/measure.h) as time, so compare.py compares costs, not brackets; `cycles` is the raw
+    // value bracket and `ref_cycles` its reference. The aggregates are statistics.h's, computed once.
     auto time_of = [&](double cycles) { return c.tsc_khz ? ns_from_cycles(cycles, c.tsc_khz) : cycles; };
-    std::vector<double> raw, net;
-    for (uint64_t t : c.tsc) raw.push_back(double(t)), net.push_back(double(t) - double(c.tsc_overhead));
+    std::vector<double> net = net_cycles(c);
+    bool per_line = lines && p && p->unit == Unit::per_footprint;
+    if (!c.method.empty()) common.update({{"method", c.method}, {"k", c.batch}, {"ops", c.ops}, {"stop", c.stop}});
     for (size_t i = 0; i < c.tsc.size(); ++i) {
         json e = common;
         e.update({{"name", name}, {"run_type", "iteration"}, {"repetitions", c.tsc.size()}, {"repetition_index", i},
-                  {"iterations", 1}, {"real_time", time_of(raw[i])}, {"cpu_time", time_of(raw[i])}, {"time_unit", "ns"},
+                  {"iterations", 1}, {"real_time", time_of(net[i])}, {"cpu_time", time_of(net[i])}, {"time_unit", "ns"},
                   {"cycles", c.tsc[i]}, {"net_cycles", net[i]}});
-        if (lines && p && p->unit == Unit::per_footprint) e["net_cycles_per_line"] = net[i] / double(lines);
+        if (i < c.ref.size()) e["ref_cycles"] = c.ref[i];
+        if (per_line) e["net_cycles_per_line"] = net[i] / double(lines);
         for (const auto& [counter, values] : c.guest_pmu)
             if (i < values.size()) e["guest_" + counter] = values[i];
         if (c.guest_pmu.empty()) e["guest_pmu"] = "unavailable: " + (c.guest_pmu_unavailable.empty() ? std::string("not reported") : c.guest_pmu_unavailable);
         out.push_back(std::move(e));
     }
-    double n = double(raw.size());
-    double mean = std::accumulate(raw.begin(), raw.end(), 0.0) / n;
-    double var = 0;
-    for (double v : raw) var += (v - mean) * (v - mean);
-    double stddev = raw.size() > 1 ? std::sqrt(var / (n - 1)) : 0;
-    double net_mean = std::accumulate(net.begin(), net.end(), 0.0) / n;
+    Summary s = summarize(net);
+    CostReading reading = read_cost(s, c.floor_cycles);
     struct Agg {
         const char* name;
-        double cycles, net;
-        const char* unit;
-    } aggs[] = {{"mean", mean, net_mean, "time"},
-                {"median", median_of(raw), median_of(net), "time"},
-                {"stddev", stddev, stddev, "time"},
-                {"cv", mean ? stddev / mean : 0, mean ? stddev / mean : 0, "percentage"}};
+        double net;
+        bool pct;
+    } aggs[] = {{"mean", s.mean, false}, {"median", s.median, false}, {"stddev", s.stddev, false}, {"cv", s.cv, true}};
     for (const auto& a : aggs) {
+        if (!std::isfinite(a.net)) continue;  // undefined (a cv whose mean is 0, a stddev of one): not written as a number
         json e = common;
-        bool pct = std::string(a.unit) == "percentage";
         e.update({{"name", name + "_" + a.name}, {"run_type", "aggregate"}, {"aggregate_name", a.name},
-                  {"aggregate_unit", a.unit}, {"repetitions", c.tsc.size()}, {"iterations", c.tsc.size()},
-                  {"real_time", pct ? a.cycles : time_of(a.cycles)}, {"cpu_time", pct ? a.cycles : time_of(a.cycles)},
-                  {"time_unit", "ns"}, {"cycles", a.cycles}, {"net_cycles", a.net}});
-        if (!pct && lines && p && p->unit == Unit::per_footprint) e["net_cycles_per_line"] = a.net / double(lines);
+                  {"aggregate_unit", a.pct ? "percentage" : "time"}, {"repetitions", c.tsc.size()}, {"iterations", c.tsc.size()},
+                  {"real_time", a.pct ? a.net : time_of(a.net)}, {"cpu_time", a.pct ? a.net : time_of(a.net)}, {"time_unit", "ns"},
+                  {"net_cycles", a.net}});
+        if (!a.pct && per_line) e["net_cycles_per_line"] = a.net / double(lines);
+        if (std::string(a.name) == "median") e.update({{"below_floor", reading.below_floor}, {"resolution_cycles", reading.bound}});
         out.push_back(std::move(e));
     }
     return out;
@@ -239,7 +244,13 @@ json ResultsWriter::document(const json& context, const std::vector<Cell>& cells
     for (const auto& c : cells) {
         json j = cell_to_json(c);
         j["name"] = benchmark_name(c);
-        if (!c.tsc.empty()) j["stats"] = to_json(summarize(net_cycles(c)));  // net TSC cycles
+        if (!c.tsc.empty()) {
+            Summary st = summarize(net_cycles(c));  // net TSC cycles
+            CostReading r = read_cost(st, c.floor_cycles);
+            j["stats"] = to_json(st);
+            j["stats"]["below_floor"] = r.below_floor;
+            j["stats"]["resolution_cycles"] = r.bound;  // what "below floor (±X cycles)" prints
+        }
         all.push_back(std::move(j));
     }
     doc["flushbench_cells"] = std::move(all);  // every cell, raw samples and verdicts included

@@ -42,6 +42,7 @@
 #include "host/regime.h"
 #include "host/results.h"
 #include "host/statistics.h"
+#include "host/timing_check.h"
 #include "host/vfio_attachment.h"
 #include "host/vfio_sysfs.h"
 #include "host/vmm_guest.h"
@@ -200,7 +201,8 @@ void place_neighbour(const RunOptions& o, Plan& plan) {
 }  // namespace
 
 std::string guest_config(const RunOptions& o, const std::string& skip) {
-    std::string s = fmt::format("patterns={} footprints={} reps={} warmup={}", o.patterns, o.footprints, o.reps, o.warmup);
+    std::string s = fmt::format("patterns={} footprints={} reps={} warmup={} min_reps={} target={} budget_ms={}", o.patterns,
+                                o.footprints, o.reps, o.warmup, o.min_reps, o.target_permille, o.budget_ms);
     if (!skip.empty()) s += " skip=" + skip;
     if (!o.pace.empty()) s += fmt::format(" pace={} pace_footprint={}", o.pace, o.pace_footprint);
     if (o.dirty_mask > 1) s += fmt::format(" mask_width={}", o.dirty_mask);
@@ -457,11 +459,11 @@ private:
         if (c.status == CellStatus::ok && c.pace && c.pace->rate == "idle") {
             what = fmt::format("idle {} ms", c.pace->ms);
         } else if (c.status == CellStatus::ok) {
-            std::vector<uint64_t> v = c.tsc;
-            std::nth_element(v.begin(), v.begin() + long(v.size() / 2), v.end());
-            double med = double(v[v.size() / 2]) - double(c.tsc_overhead);
-            what = fmt::format("median {:>12.0f} cycles net", med);
-            if (c.tsc_khz) what += fmt::format(" ({:.2f} us)", med / double(c.tsc_khz) * 1000.0);
+            Summary s = summarize(net_cycles(c));
+            CostReading r = read_cost(s, c.floor_cycles);
+            what = r.below_floor ? cost_text(s, c.floor_cycles) : fmt::format("median {:>12.0f} cycles", s.median);
+            if (c.tsc_khz && !r.below_floor) what += fmt::format(" ({:.2f} us)", s.median / double(c.tsc_khz) * 1000.0);
+            if (!c.method.empty()) what += fmt::format(", {} reps ({})", c.tsc.size(), c.stop);
             if (c.pace && c.pace->finished) what += fmt::format(", {} ops in {} ms", c.pace->ops, c.pace->ms);
             if (c.emulated) what += " [emulated]";
         } else {
@@ -775,6 +777,18 @@ BootEnd boot_qemu(const Plan& plan, const RunOptions& o, const Phase& phase, con
     return end;
 }
 
+// The boot's timing floor from the guest's nop calibration (statistics.h timing_floor).
+double boot_floor(const RecordStream::Calibration& cal) {
+    return timing_floor(estimates(cal.value, cal.ref, cal.k));
+}
+
+json calibration_json(const RecordStream::Calibration& cal) {
+    if (cal.value.empty()) return {{"unavailable", "the guest sent no calibration (a guest older than this host?)"}};
+    Summary s = summarize(estimates(cal.value, cal.ref, cal.k));
+    return {{"method", "batch"}, {"pattern", "nop"}, {"k", cal.k}, {"n", s.n}, {"median_cycles", s.median},
+            {"median_ci", to_json(s.median_ci)}, {"floor_cycles", boot_floor(cal)}};
+}
+
 // Boots until every cell of these phases is accounted for: after a hung or crashed cell, the
 // guest restarts at the next cell with the culprit's pattern skipped (it would hang again).
 void run_boot_group(const Plan& plan, const RunOptions& o, const std::vector<Phase>& phases, CellSink& sink, json& boots_log,
@@ -808,8 +822,11 @@ void run_boot_group(const Plan& plan, const RunOptions& o, const std::vector<Pha
             stop_current_guest();
         };
         stream.on_cell_begin([&] { witness.cell_begin(); });
+        std::optional<double> floor;  // from the guest's calibration, once per boot
         stream.on_cell([&](Cell&& c) {
             if (contradiction) return;
+            if (!floor) floor = boot_floor(stream.calibration());
+            c.floor_cycles = *floor;
             c.extra = std::exchange(cell_extra, json::object());
             c.mode_evidence = witness.cell_end();
             if (c.mode_evidence.value("verdict", "") == to_string(Verdict::contradicted))
@@ -839,6 +856,8 @@ void run_boot_group(const Plan& plan, const RunOptions& o, const std::vector<Pha
                         {"noise_lines", stream.health().noise_lines}, {"corrupt_lines", stream.health().corrupt_lines},
                         {"protocol_errors", stream.health().protocol_errors}, {"errors", stream.health().first_errors}};
         if (!stream.hello().empty()) facts["guest"] = stream.hello();
+        facts["run"] = run_index;
+        facts["calibration"] = calibration_json(stream.calibration());
         boots_log.push_back(facts);
 
         if (contradiction) throw ModeContradiction(*contradiction);
@@ -886,6 +905,18 @@ void run_boot_group(const Plan& plan, const RunOptions& o, const std::vector<Pha
     }
 }
 
+// Each run's timing floor, under the table.
+std::string floor_lines(const json& timing) {
+    std::string out;
+    for (const auto& t : timing) {
+        const json& f = t["floor_cycles"];
+        out += fmt::format("  timing floor, run {} ({}): {} ({}); self-check {}\n", t.value("run", 0u) + 1, t.value("backend", "?"),
+                           f.is_number() ? fmt::format("±{:.1f} cycles", f.get<double>()) : std::string("unavailable"),
+                           t.value("floor_source", ""), t.value("check", "?"));
+    }
+    return out;
+}
+
 // The terminal's closing table: median net TSC cycles per cell, one column per backend/mode, and
 // under each column what the kernel said about its mode label.
 std::string summary_table(const std::vector<Cell>& cells) {
@@ -899,7 +930,7 @@ std::string summary_table(const std::vector<Cell>& cells) {
         auto key = std::make_pair(c.label(), c.footprint_bytes);
         if (!rows.count(key)) order.push_back(key);
         std::string v = to_string(c.status);
-        if (c.status == CellStatus::ok && !c.tsc.empty()) v = fmt::format("{:.0f}", median(net_cycles(c)));
+        if (c.status == CellStatus::ok && !c.tsc.empty()) v = cost_text(summarize(net_cycles(c)), c.floor_cycles);
         rows[key][col] = v;
         std::string verdict = c.mode_evidence.value("verdict", "unverified");
         verdicts[col].insert(verdict);
@@ -907,15 +938,15 @@ std::string summary_table(const std::vector<Cell>& cells) {
         if (verdict == "unverified") unverified[col].insert(c.mode_evidence.value("summary", "no evidence recorded"));
     }
     std::string out = fmt::format("\n{:<16} {:>10}", "pattern", "bytes");
-    for (const auto& col : columns) out += fmt::format(" {:>22}", col);
-    out += "   (median net TSC cycles)\n";
+    for (const auto& col : columns) out += fmt::format(" {:>28}", col);
+    out += "   (median net TSC cycles, per op or per footprint)\n";
     for (const auto& key : order) {
         out += fmt::format("{:<16} {:>10}", key.first, key.second);
-        for (const auto& col : columns) out += fmt::format(" {:>22}", rows[key].count(col) ? rows[key][col] : "-");
+        for (const auto& col : columns) out += fmt::format(" {:>28}", rows[key].count(col) ? rows[key][col] : "-");
         out += "\n";
     }
     out += fmt::format("{:<27}", "mode evidence");
-    for (const auto& col : columns) out += fmt::format(" {:>22}", fmt::format("{}", fmt::join(verdicts[col], "/")));
+    for (const auto& col : columns) out += fmt::format(" {:>28}", fmt::format("{}", fmt::join(verdicts[col], "/")));
     out += "\n";
     for (const auto& col : columns) {
         if (!sources[col].empty()) out += fmt::format("  {}: {} ({})\n", col, fmt::join(verdicts[col], "/"), fmt::join(sources[col], ", "));
@@ -990,6 +1021,9 @@ void run_native_into(const RunOptions& o, CellSink& sink, const std::vector<Cell
     no.skip = o.skip;
     no.reps = o.reps;
     no.warmup = o.warmup;
+    no.min_reps = o.min_reps;
+    no.target_permille = o.target_permille;
+    no.budget_ms = o.budget_ms;
     no.cpu = o.vcpu_cpu;
     no.echo_stderr = !o.quiet;
     NativeResults r = run_native_bench(no);
@@ -1049,7 +1083,8 @@ int execute(const std::vector<Plan>& plans, const std::vector<RunOptions>& runs,
     json phases = json::array();
     for (const auto& chunk : results.series())
         if (chunk.value("kind", "") == "phase_evidence") phases.push_back(chunk), phases.back().erase("kind");
-    json summary = {{"boots", boots_log}, {"phases", phases}, {"cells", results.cells().size()}, {"cells_planned", total},
+    json timing = timing_check(results.cells());
+    json summary = {{"boots", boots_log}, {"phases", phases}, {"timing", timing}, {"cells", results.cells().size()}, {"cells_planned", total},
                     {"resumed_cells", already.size()}, {"interrupted", interrupted}, {"error", failure},
                     {"derived", derived_ratios(results.cells())}};
     json extra = json::object();
@@ -1065,7 +1100,9 @@ int execute(const std::vector<Plan>& plans, const std::vector<RunOptions>& runs,
         std::string parts;
         for (const auto& [st, n] : counts) parts += fmt::format("{}{} {}", parts.empty() ? "" : ", ", n, to_string(st));
         fmt::print(stderr, "flushbench: {} of {} cells ({}) -> {}\n", results.cells().size(), total, parts.empty() ? "none" : parts, path);
+        for (const auto& line : timing_warnings(timing)) fmt::print(stderr, "flushbench: {}\n", line);
         if (!quiet) fmt::print(stderr, "{}", summary_table(results.cells()));
+        if (!quiet) fmt::print(stderr, "{}", floor_lines(timing));
         if (!quiet && extra.contains("flushbench_neighbour")) fmt::print(stderr, "{}", neighbour_summary(extra["flushbench_neighbour"]));
     } catch (const std::exception& e) {
         fmt::print(stderr, "flushbench: {}; every finished cell is still in {}\n", e.what(), results.journal());
@@ -1101,7 +1138,8 @@ std::optional<int> checked_plan(const RunOptions& o, Plan& plan) {
 json to_json(const RunOptions& o) {
     return {{"backend", o.backend}, {"mode", o.mode}, {"vfio", o.vfio}, {"vfio_baseline", o.vfio_baseline},
             {"vfio_pci", o.vfio_pci}, {"machine", o.machine}, {"patterns", o.patterns}, {"footprints", o.footprints},
-            {"skip", o.skip}, {"reps", o.reps}, {"warmup", o.warmup}, {"vcpu_cpu", o.vcpu_cpu},
+            {"skip", o.skip}, {"reps", o.reps}, {"warmup", o.warmup}, {"min_reps", o.min_reps},
+            {"target_permille", o.target_permille}, {"budget_ms", o.budget_ms}, {"vcpu_cpu", o.vcpu_cpu},
             {"migrate_ms", o.migrate_ms}, {"dirty_mask", o.dirty_mask}, {"mem_mib", o.mem_mib}, {"cell_timeout_s", o.cell_timeout.count()},
             {"image", o.image}, {"out", o.out}, {"inject", o.inject}, {"variant", o.variant}, {"events", o.events},
             {"pace", o.pace}, {"pace_footprint", o.pace_footprint}, {"neighbour", o.neighbour}, {"slice_ms", o.slice_ms},
@@ -1121,6 +1159,10 @@ RunOptions run_options_from_json(const json& j) {
     o.skip = j.value("skip", "");
     o.reps = j.at("reps").get<uint32_t>();
     o.warmup = j.at("warmup").get<uint32_t>();
+    // Journals written before adaptive repetitions ran every cell to `reps`.
+    o.min_reps = j.value("min_reps", o.reps);
+    o.target_permille = j.value("target_permille", 0u);
+    o.budget_ms = j.value("budget_ms", 0u);
     o.vcpu_cpu = j.value("vcpu_cpu", -1);
     o.migrate_ms = j.value("migrate_ms", 0u);
     o.dirty_mask = j.value("dirty_mask", 0u);

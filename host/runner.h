@@ -34,7 +34,10 @@ struct RunOptions {
     std::string patterns = "all";
     std::string footprints = "0,4K,64K,1M";
     std::string skip;                        // pattern[:reason],... never run
-    uint32_t reps = 31, warmup = 3;
+    uint32_t reps = 31, warmup = 3;          // reps: the most a cell runs (common/measure.h)
+    uint32_t min_reps = 5;                   // the fewest
+    uint32_t target_permille = 10;           // stop once the median's 95% interval is this narrow (0: never)
+    uint32_t budget_ms = 1000;               // stop after this much measuring per cell (0: no budget)
     int vcpu_cpu = -1;                       // pin the vCPU (kvm) or QEMU (qemu-*) to this CPU
     uint32_t migrate_ms = 0;                 // kvm: move the vCPU between CPUs this often
     uint32_t dirty_mask = 0;                 // kvm: K > 0 puts K pCPUs in wbinvd_dirty_mask before each WBINVD

@@ -1,5 +1,7 @@
 #include "host/statistics.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -243,11 +245,43 @@ MannWhitney mann_whitney_u(std::span<const double> x, std::span<const double> y)
     return r;
 }
 
+std::vector<double> estimates(std::span<const uint64_t> value, std::span<const uint64_t> ref, uint32_t k) {
+    std::vector<double> v;
+    size_t n = std::min(value.size(), ref.size());
+    v.reserve(n);
+    // Differences of unsigned TSC deltas, taken signed: a repetition may well measure below zero.
+    for (size_t i = 0; i < n; ++i) v.push_back(double(int64_t(value[i] - ref[i])) / double(k ? k : 1));
+    return v;
+}
+
 std::vector<double> net_cycles(const Cell& c) {
+    if (!c.method.empty() && c.ref.size() == c.tsc.size()) return estimates(c.tsc, c.ref, c.batch);
     std::vector<double> v;
     v.reserve(c.tsc.size());
     for (uint64_t t : c.tsc) v.push_back(double(t) - double(c.tsc_overhead));
     return v;
+}
+
+double timing_floor(std::span<const double> nop) {
+    if (nop.size() < 2) return std::numeric_limits<double>::quiet_NaN();
+    std::vector<double> v(nop.begin(), nop.end());
+    std::sort(v.begin(), v.end());
+    return std::max(std::fabs(percentile_sorted(v, 2.5)), std::fabs(percentile_sorted(v, 97.5)));
+}
+
+CostReading read_cost(const Summary& s, double floor) {
+    double own = (s.median_ci.hi - s.median_ci.lo) / 2;
+    double bound = std::isfinite(floor) ? std::max(floor, own) : own;
+    return {s.n > 0 && s.median <= bound, bound};
+}
+
+std::string cost_text(const Summary& s, double floor, const char* fmt) {
+    CostReading r = read_cost(s, floor);
+    if (r.below_floor) {
+        int decimals = r.bound >= 10 ? 0 : r.bound >= 1 ? 1 : r.bound > 0 ? 1 - int(std::floor(std::log10(r.bound))) : 1;
+        return fmt::format("below floor (±{:.{}f} cycles)", r.bound, decimals);
+    }
+    return fmt::format(fmt::runtime(fmt), s.median);
 }
 
 }  // namespace fb

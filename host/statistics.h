@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -75,8 +76,29 @@ struct MannWhitney {
 };
 MannWhitney mann_whitney_u(std::span<const double> x, std::span<const double> y);
 
-// The samples every statistic here is computed on: TSC cycles minus the guest's measured
-// empty-bracket median (tsc - tsc_overhead), so the bracket's own cost does not dilute ratios.
+// Per-repetition costs from raw bracket pairs (common/measure.h): (value - ref) / k, signed.
+std::vector<double> estimates(std::span<const uint64_t> value, std::span<const uint64_t> ref, uint32_t k);
+
+// The samples every statistic here is computed on: each repetition's cost in TSC cycles as its
+// estimator gives it, (T(2k) - T(k)) / k for batch cells and the pattern's bracket minus the empty
+// one for paired cells; for paced steps and cells written before flushbench measured in pairs, the
+// bracket minus the guest's calibrated empty-bracket median.
 std::vector<double> net_cycles(const Cell& c);
+
+// The timing floor: how far from zero nop's per-op estimate strays in 95 of 100 repetitions
+// (the larger of |2.5th| and |97.5th percentile|): bias and spread of the method together. A
+// smaller cost cannot be told from zero on this host. NaN for fewer than two samples.
+double timing_floor(std::span<const double> nop_estimates);
+
+// Whether a cost is below the floor: its median is at most the larger of the floor and half its
+// own interval (then it is shown as "below floor (±bound cycles)", never as a number, let alone a
+// negative one).
+struct CostReading {
+    bool below_floor = false;
+    double bound = 0;
+};
+CostReading read_cost(const Summary& s, double floor);
+// The median formatted with `fmt` ("{:.0f}"), or "below floor (±X cycles)".
+std::string cost_text(const Summary& s, double floor, const char* fmt = "{:.0f}");
 
 }  // namespace fb

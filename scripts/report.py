@@ -604,7 +604,7 @@ def fig_distributions(r, out, written, notes):
         # each other on a linear axis: log then, when every value allows it.
         meds = [r.group(s, p, f).median for s in present]
         values = np.concatenate([r.group(s, p, f).net for s in present])
-        if len(meds) > 1 and np.all(values > 0) and max(meds) / min(meds) > 10:
+        if len(meds) > 1 and np.all(values > 0) and min(meds) > 0 and max(meds) / min(meds) > 10:
             ax.set_yscale("log")
             log_scaled.append(cell_title(r, p, f))
         ax.yaxis.set_major_formatter(ticker.EngFormatter(sep=""))

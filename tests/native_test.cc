@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -33,6 +34,7 @@
 #include "host/record_stream.h"
 #include "host/results.h"
 #include "host/runner.h"
+#include "host/statistics.h"
 
 namespace fb {
 namespace {
@@ -135,8 +137,10 @@ std::set<std::string> names_of(const std::vector<Cell>& cells) {
 
 TEST(NativeBench, JsonHasTheClflushFamilyAtSeveralFootprintsWithCounters) {
     REQUIRE_NATIVE();
+    TempDir dir;
+    std::string samples_path = (dir.path / "samples.jsonl").string();
     Proc p = run({native_binary(), "--benchmark_format=json", "--patterns", "clflush,clflushopt,clwb", "--footprints", "0,4K,64K",
-                  "--benchmark_repetitions=3", "--benchmark_min_time=0.005"},
+                  "--reps", "7", "--min-reps", "3", "--budget-ms", "50", "--samples", samples_path},
                  120s);
     ASSERT_FALSE(p.timed_out);
     ASSERT_EQ(p.status, 0);
@@ -144,46 +148,53 @@ TEST(NativeBench, JsonHasTheClflushFamilyAtSeveralFootprintsWithCounters) {
     ASSERT_TRUE(doc.contains("context") && doc["benchmarks"].is_array());
     EXPECT_NE(doc["context"].value("tsc_khz", "0"), "0");
     EXPECT_FALSE(doc["context"].value("tsc_khz_source", "").empty());
+    std::ifstream sin(samples_path);
+    std::string samples((std::istreambuf_iterator<char>(sin)), std::istreambuf_iterator<char>());
+    std::map<std::string, json> lines;
+    bool calibrated = false;
+    for (size_t from = 0; from < samples.size();) {
+        size_t nl = samples.find('\n', from);
+        json j = json::parse(samples.substr(from, nl - from));
+        from = nl + 1;
+        if (j.contains("calibration")) calibrated = j["calibration"]["tsc"].size() == j["calibration"]["ref"].size();
+        else lines[j["name"].get<std::string>()] = j;
+    }
+    EXPECT_TRUE(calibrated) << "the timing floor's calibration comes first";
 
     std::map<std::string, std::vector<json>> runs;
-    std::set<std::string> aggregates;
-    for (const auto& e : doc["benchmarks"]) {
-        if (e["run_type"] == "aggregate") aggregates.insert(e["name"].get<std::string>());
-        else runs[e["name"].get<std::string>()].push_back(e);
-    }
+    for (const auto& e : doc["benchmarks"]) runs[e["name"].get<std::string>()].push_back(e);
     for (const char* name : {"clflush", "clflushopt", "clwb"}) {
         const Pattern* pat = find_pattern(name);
         ASSERT_NE(pat, nullptr);
         for (uint64_t fp : {0, 4096, 65536}) {
             std::string bench = native_benchmark_name(name, fp);
             SCOPED_TRACE(bench);
-            ASSERT_EQ(runs[bench].size(), 3u);
-            for (const auto& e : runs[bench]) {
-                if (!x86::has(pat->needs)) {
-                    EXPECT_TRUE(e.value("error_occurred", false));
-                    EXPECT_EQ(e.value("error_message", "").rfind(kCpuLacksPrefix, 0), 0u);
-                    continue;
-                }
-                EXPECT_FALSE(e.value("error_occurred", false)) << e.value("error_message", "");
-                EXPECT_GT(e.value("tsc_cycles_median", 0.0), 0.0);
-                EXPECT_GE(e.value("tsc_cycles_mean", 0.0), e.value("tsc_cycles_min", 0.0));
-                EXPECT_TRUE(e.contains("overhead_cycles"));
-                bool perf = false;
-                for (const auto& [k, v] : e.items()) perf |= k.rfind("perf_", 0) == 0;
-                std::string label = e.value("label", "");
-                // Counters, or the reason there are none; never silent zeros in place of a missing PMU.
-                EXPECT_TRUE(perf || label.rfind("counters unavailable: ", 0) == 0) << label;
-                if (!e.contains("perf_cycles")) {
-                    EXPECT_NE(label.find("cycles"), std::string::npos) << label;
-                }
+            ASSERT_EQ(runs[bench].size(), 1u) << "one entry per cell: the cell's repetitions are its samples";
+            const json& e = runs[bench][0];
+            if (!x86::has(pat->needs)) {
+                EXPECT_TRUE(e.value("error_occurred", false));
+                EXPECT_EQ(e.value("error_message", "").rfind(kCpuLacksPrefix, 0), 0u);
+                continue;
             }
-            if (x86::has(pat->needs)) {
-                for (const char* agg : {"_mean", "_median", "_stddev", "_cv"}) EXPECT_TRUE(aggregates.count(bench + agg)) << agg;
-            }
+            EXPECT_FALSE(e.value("error_occurred", false)) << e.value("error_message", "");
+            double n = e.value("n", 0.0);
+            EXPECT_GE(n, 3.0);
+            EXPECT_LE(n, 7.0);
+            EXPECT_EQ(e.value("k", 0.0), 1.0) << "per-footprint patterns are paired, one operation per bracket";
+            EXPECT_TRUE(e.contains("cost_cycles") && e.contains("floor_cycles"));
+            bool perf = false;
+            for (const auto& [k, v] : e.items()) perf |= k.rfind("perf_", 0) == 0;
+            std::string label = e.value("label", "");
+            // Counters, or the reason there are none; never silent zeros in place of a missing PMU.
+            EXPECT_TRUE(perf || label.rfind("counters unavailable: ", 0) == 0) << label;
+            ASSERT_TRUE(lines.count(bench));
+            EXPECT_EQ(lines[bench]["method"], "paired");
+            EXPECT_EQ(lines[bench]["tsc"].size(), size_t(n));
+            EXPECT_EQ(lines[bench]["ref"].size(), size_t(n));
         }
     }
 
-    auto cells = native_cells(p.out);
+    auto cells = native_cells(p.out, samples);
     ASSERT_EQ(cells.size(), 9u);
     for (const auto& c : cells) {
         SCOPED_TRACE(benchmark_name(c));
@@ -191,10 +202,12 @@ TEST(NativeBench, JsonHasTheClflushFamilyAtSeveralFootprintsWithCounters) {
         EXPECT_EQ(c.mode, "native");
         EXPECT_EQ(c.unit, unit_name(find_pattern(c.pattern.c_str())->unit));
         if (c.status == CellStatus::ok) {
-            EXPECT_EQ(c.tsc.size(), 3u);
+            EXPECT_GE(c.tsc.size(), 3u);
+            EXPECT_EQ(c.ref.size(), c.tsc.size());
+            EXPECT_EQ(c.method, "paired");
             EXPECT_GT(c.tsc_khz, 0u);
-            EXPECT_GT(c.tsc_overhead, 0u);
-            EXPECT_TRUE(!c.guest_pmu.empty() || !c.guest_pmu_unavailable.empty());
+            EXPECT_TRUE(std::isfinite(c.floor_cycles));
+            EXPECT_FALSE(c.guest_pmu_unavailable.empty());
         } else {
             EXPECT_EQ(c.status, CellStatus::unsupported) << c.reason;
         }
@@ -228,8 +241,8 @@ TEST(NativeBench, SameCellsAsTheGuestKernelFromTheOneTable) {
     no.patterns = "all";
     no.footprints = footprints;
     no.reps = 1;
+    no.min_reps = 1;
     no.warmup = 0;
-    no.min_time = 0.001;
     no.echo_stderr = false;
     NativeResults native = run_native_bench(no);
 
@@ -257,6 +270,7 @@ TEST(NativeBench, SameCellsAsTheGuestKernelFromTheOneTable) {
         } else {
             EXPECT_EQ(c.status, CellStatus::ok) << c.reason;
             EXPECT_EQ(c.tsc.size(), 1u);
+            EXPECT_EQ(c.method, p->unit == Unit::per_op ? "batch" : "paired") << "the guest's estimator for this cell";
         }
     }
 }
@@ -297,49 +311,62 @@ TEST(NativeBench, RejectsABadFootprintWithTheGuestParsersMessage) {
     EXPECT_EQ(p.status, 2);
 }
 
+const std::string kSamples =
+    R"({"calibration": {"k": 4096, "tsc": [5000, 5010, 4990], "ref": [5001, 5003, 4995]}, "bracket": 40})" "\n"
+    R"({"name": "clflush/4096/native/native", "method": "paired", "k": 1, "ops": 2, "stop": "max_reps", "tsc": [1040, 1141], "ref": [40, 41]})" "\n"
+    R"({"name": "nop/0/native/native", "method": "batch", "k": 4096, "ops": 99999, "stop": "budget", "tsc": [7000, 7002], "ref": [7001, 7000]})" "\n";
+
 TEST(NativeCells, ConvertsGoogleBenchmarkJson) {
-    json doc = {{"context", {{"tsc_khz", "2000000"}, {"line_bytes", "64"}}},
+    json doc = {{"context", {{"tsc_khz", "2000000"}, {"line_bytes", "64"}, {"overhead_cycles", "40"}}},
                 {"benchmarks",
-                 {{{"name", "clflush/4096/native/native"}, {"run_type", "iteration"}, {"repetition_index", 0}, {"iterations", 10},
-                   {"real_time", 1.0}, {"tsc_cycles_median", 1000.4}, {"overhead_cycles", 50.0}, {"perf_cycles", 900.0},
-                   {"perf_task-clock", 400.0}},
-                  {{"name", "clflush/4096/native/native"}, {"run_type", "iteration"}, {"repetition_index", 1}, {"iterations", 10},
-                   {"real_time", 1.0}, {"tsc_cycles_median", 1100.6}, {"overhead_cycles", 50.0}, {"perf_cycles", 950.0},
-                   {"perf_task-clock", 410.0}},
-                  {{"name", "clflush/4096/native/native_mean"}, {"run_type", "aggregate"}, {"tsc_cycles_median", 1050.5}},
+                 {{{"name", "clflush/4096/native/native"}, {"run_type", "iteration"}, {"iterations", 1}, {"real_time", 1.0},
+                   {"cost_cycles", 1050.0}, {"n", 2}, {"k", 1}, {"perf_cycles", 900.0}, {"perf_task-clock", 400.0}},
                   {{"name", "wbinvd/4096/native/native"}, {"run_type", "iteration"}, {"error_occurred", true},
                    {"error_message", native_refusal_ring0("wbinvd", "WBINVD after dirtying the footprint")}},
                   {{"name", "dirty/0/native/native"}, {"run_type", "iteration"}, {"error_occurred", true},
                    {"error_message", "skipped: not-today"}},
-                  {{"name", "nop/0/native/native"}, {"run_type", "iteration"}, {"tsc_cycles_median", 40.0},
+                  {{"name", "nop/0/native/native"}, {"run_type", "iteration"}, {"cost_cycles", 0.0},
                    {"label", "counters unavailable: cycles: no PMU"}}}}};
-    auto cells = native_cells(doc.dump());
+    auto cells = native_cells(doc.dump(), kSamples);
     ASSERT_EQ(cells.size(), 4u);
     EXPECT_EQ(cells[0].pattern, "clflush");
     EXPECT_EQ(cells[0].unit, "per-footprint");
-    EXPECT_EQ(cells[0].tsc, (std::vector<uint64_t>{1000, 1101}));
+    EXPECT_EQ(cells[0].tsc, (std::vector<uint64_t>{1040, 1141}));
+    EXPECT_EQ(cells[0].ref, (std::vector<uint64_t>{40, 41}));
+    EXPECT_EQ(net_cycles(cells[0]), (std::vector<double>{1000, 1100})) << "paired: the pattern's bracket minus the empty one";
     EXPECT_EQ(cells[0].tsc_khz, 2000000u);
-    EXPECT_EQ(cells[0].tsc_overhead, 50u);
-    EXPECT_EQ(cells[0].guest_pmu.at("cycles"), (std::vector<uint64_t>{900, 950}));
-    EXPECT_EQ(cells[0].extra["perf"]["task-clock"].size(), 2u);
+    EXPECT_EQ(cells[0].tsc_overhead, 40u);
+    EXPECT_TRUE(std::isfinite(cells[0].floor_cycles));
+    EXPECT_EQ(cells[0].extra["perf_per_op"]["cycles"], 900.0);
     EXPECT_EQ(cells[1].status, CellStatus::unsupported);
     EXPECT_EQ(cells[2].status, CellStatus::skipped);
     EXPECT_EQ(cells[2].reason, "not-today");
     EXPECT_EQ(cells[3].guest_pmu_unavailable, "cycles: no PMU");
+    EXPECT_EQ(cells[3].method, "batch");
+    EXPECT_EQ(cells[3].stop, "budget");
+    auto nop = net_cycles(cells[3]);
+    ASSERT_EQ(nop.size(), 2u);
+    EXPECT_DOUBLE_EQ(nop[0], -1.0 / 4096) << "a batch's repetitions may measure below zero: kept, signed";
 }
 
 TEST(NativeCells, RefusesWhatIsNotFlushbenchNativeOutput) {
-    EXPECT_THROW(native_cells("not json"), std::runtime_error);
-    EXPECT_THROW(native_cells("{\"context\": {}}"), std::runtime_error);
-    EXPECT_THROW(native_cells(R"({"benchmarks": [{"name": "BM_Foo", "run_type": "iteration"}]})"), std::runtime_error);
-    EXPECT_THROW(native_cells(R"({"benchmarks": [{"name": "nosuch/0/native/native", "tsc_cycles_median": 1}]})"), std::runtime_error);
+    EXPECT_THROW(native_cells("not json", ""), std::runtime_error);
+    EXPECT_THROW(native_cells("{\"context\": {}}", ""), std::runtime_error);
+    EXPECT_THROW(native_cells(R"({"benchmarks": [{"name": "BM_Foo", "run_type": "iteration"}]})", ""), std::runtime_error);
+    EXPECT_THROW(native_cells(R"({"benchmarks": [{"name": "nosuch/0/native/native", "cost_cycles": 1}]})", ""), std::runtime_error);
     try {
         native_cells(R"({"benchmarks": [{"name": "nop/0/native/native_mean", "run_type": "aggregate"},
-                                        {"name": "nop/0/native/native", "run_type": "iteration", "error_occurred": false}]})");
-        FAIL() << "no tsc_cycles_median accepted";
+                                        {"name": "nop/0/native/native", "run_type": "iteration", "error_occurred": false}]})",
+                     "");
+        FAIL() << "a measured cell without samples accepted";
     } catch (const std::runtime_error& e) {
-        EXPECT_NE(std::string(e.what()).find("tsc_cycles_median"), std::string::npos);
+        EXPECT_NE(std::string(e.what()).find("--samples"), std::string::npos) << e.what();
     }
+    EXPECT_THROW(native_cells(R"({"benchmarks": [{"name": "nop/0/native/native"}]})",
+                              R"({"name": "nop/0/native/native", "method": "batch", "k": 8, "tsc": [1, 2], "ref": [1]})"),
+                 std::runtime_error)
+        << "value and reference brackets must pair up";
+    EXPECT_THROW(native_cells(R"({"benchmarks": []})", "not json\n"), std::runtime_error);
     // Google Benchmark's NaN (a zero counter's cv) is not JSON; it becomes null, strings untouched.
     json j = parse_gbench_json(R"({"a": NaN, "b": -Infinity, "c": "NaN \" Infinity", "d": [1, -NaN]})");
     EXPECT_TRUE(j["a"].is_null());
