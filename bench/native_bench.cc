@@ -168,13 +168,13 @@ std::string map_arena(uint64_t bytes) {
                        locked ? "mlocked" : "not mlocked");
 }
 
-// What common/measure.h asks of us around a cell: no hops, no guest PMU, no watchdog here.
-struct Env {
+// What common/measure.h asks of us around a cell: the pattern's preparation; no hops, no guest
+// PMU, no watchdog here.
+struct Hooks {
     void prepare(const fb::Pattern& p, const fb::Buffer& b) { p.prepare(b); }
     void counters_before() {}
     void counters_after(int32_t) {}
     void tick(uint32_t) {}
-    uint64_t now() { return x86::tsc_begin(); }
 };
 
 measure::StopRule stop_rule() {
@@ -196,11 +196,11 @@ void calibrate() {
     for (uint32_t i = 0; i < kBracketReps; ++i) g.scratch[i] = int64_t(measure::time_empty<kRdtscp>());
     measure::sort(g.scratch.data(), kBracketReps);
     g.empty_bracket = uint64_t(g.scratch[kBracketReps / 2]);
-    Env env;
+    Hooks hooks;
     size_t nop = size_t(fb::find_pattern("nop") - fb::kPatterns);
     measure::Plan plan{measure::Method::batch, measure::kMaxBatch, 2, {kCalibrationReps, kCalibrationReps, 0, 0}};
     measure::Samples s{g.value.data(), g.ref.data(), g.scratch.data(), uint32_t(g.value.size())};
-    measure::Outcome o = measure::run<kRdtscp>(nop, fb::Buffer{g.arena, 0, g.line}, plan, s, env);
+    measure::Outcome o = measure::measure_cell<kRdtscp>(nop, fb::Buffer{g.arena, 0, g.line}, plan, s, g.empty_bracket, hooks);
     std::vector<uint64_t> value(g.value.begin(), g.value.begin() + o.n), ref(g.ref.begin(), g.ref.begin() + o.n);
     g.floor_cycles = fb::timing_floor(fb::estimates(value, ref, plan.k));
     write_samples({{"calibration", {{"k", plan.k}, {"tsc", value}, {"ref", ref}}}, {"bracket", g.empty_bracket}});
@@ -295,19 +295,16 @@ template <bool kRdtscp>
 void run_cell(benchmark::State& state, const fb::Pattern* p, uint64_t footprint) {
     fb::Buffer b{g.arena, footprint, g.line};
     size_t index = size_t(p - fb::kPatterns);
-    Env env;
+    Hooks hooks;
     measure::Plan plan;
     plan.method = measure::method_for(*p, footprint, 1);
     plan.warmup = g.stop.warmup;
     plan.stop = stop_rule();
-    uint64_t pilot_ops = 0;
-    if (plan.method == measure::Method::batch)
-        plan.k = measure::choose_batch<kRdtscp>(index, b, g.empty_bracket, g.scratch.data(), pilot_ops, env);
     measure::Samples s{g.value.data(), g.ref.data(), g.scratch.data(), uint32_t(g.value.size())};
     measure::Outcome o{};
     uint64_t t0 = x86::tsc_begin();
     for (auto _ : state) {
-        o = measure::run<kRdtscp>(index, b, plan, s, env);
+        o = measure::measure_cell<kRdtscp>(index, b, plan, s, g.empty_bracket, hooks);
         state.SetIterationTime(double(x86::tsc_begin() - t0) / g.tsc_hz);
     }
     std::vector<uint64_t> value(g.value.begin(), g.value.begin() + o.n), ref(g.ref.begin(), g.ref.begin() + o.n);
@@ -316,11 +313,11 @@ void run_cell(benchmark::State& state, const fb::Pattern* p, uint64_t footprint)
     state.counters["cost_cycles"] = cost.empty() ? 0 : cost[cost.size() / 2];
     state.counters["n"] = o.n;
     state.counters["k"] = plan.k;
-    state.counters["ops"] = double(o.ops + pilot_ops);
+    state.counters["ops"] = double(o.ops);
     state.counters["floor_cycles"] = g.floor_cycles;
     state.counters["bracket_cycles"] = double(g.empty_bracket);
     write_samples({{"name", fb::native_benchmark_name(p->name, footprint)}, {"method", measure::method_name(plan.method)},
-                   {"k", plan.k}, {"ops", o.ops + pilot_ops}, {"stop", measure::stop_name(o.stop)}, {"tsc", value}, {"ref", ref}});
+                   {"k", plan.k}, {"ops", o.ops}, {"stop", measure::stop_name(o.stop)}, {"tsc", value}, {"ref", ref}});
     count_body(state, *p, b);
 }
 

@@ -20,7 +20,8 @@
 //   empty bracket (the cost of WBINVD after dirtying is the WBINVD's).
 //
 // A cell stops when the 95% interval of its median is within target_permille of the median, or its
-// time budget is spent, or it reached max_reps; never before min_reps (stop_reason names which).
+// time budget is spent, or it reached max_reps; never before min_reps (Stop names which). The
+// logic (run, choose_batch) takes its timers from its caller, so tests drive it with synthetic ones.
 #pragma once
 
 #include "common/patterns.h"
@@ -163,37 +164,33 @@ inline bool precise_enough(const MedianInterval& m, uint32_t target_permille) {
 
 struct Plan {
     Method method = Method::paired;
-    uint32_t k = 1;  // operations in T(k) (batch); 1 for paired
+    uint32_t k = 1;  // operations in T(k) (batch: chosen by measure_cell unless set); 1 for paired
     uint32_t warmup = 0;
     StopRule stop;
 };
 
 struct Samples {
     uint64_t* value;   // per repetition: T(2k) (batch) or the pattern's bracket (paired)
-    uint64_t* ref;     // per repetition: T(k) (batch) or the empty bracket (paired)
+    uint64_t* ref;     // per repetition: T(k) (batch) or the reference bracket (paired)
     int64_t* scratch;  // room for the stopping rule's sort
     uint32_t capacity;
 };
 
 struct Outcome {
     uint32_t n = 0;    // measured repetitions stored
-    uint64_t ops = 0;  // operations issued, pilot and warm-up included (each one a VM exit for
-                       // the patterns that exit, which is how the kernel's counts are checked)
+    uint64_t ops = 0;  // operations issued, warm-up included (each one a VM exit for the patterns
+                       // that exit, which is how the kernel's counts are checked)
     Stop stop = Stop::max_reps;
 };
 
-// Env: prepare(p, b) (untimed, before every bracket of the pattern), counters_before() /
-// counters_after(rep) around the value bracket (rep < 0 for warm-up), tick(rep) after each
-// repetition (keeps the guest's watchdog fed), and now() (the TSC) for the budget.
-template <bool kRdtscp, class Env>
-Outcome run(size_t index, const Buffer& b, const Plan& plan, Samples& s, Env& env) {
-    const Pattern& p = kPatterns[index];
+// The repetitions of a cell, whatever times them. Env: prepare() (untimed, before every bracket of
+// the pattern), batch(doubled) (T(k) or T(2k)), value() and reference() (the paired brackets),
+// counters_before() / counters_after(rep) around the value bracket (rep < 0 for warm-up), tick(r)
+// after each repetition (keeps a guest's watchdog fed) and now() (the TSC) for the budget. The
+// hardware's Env is Timed below; tests give synthetic ones.
+template <class Env>
+Outcome run(const Plan& plan, Samples& s, Env& env) {
     Outcome o;
-    BatchTimer batch = batch_timer<kRdtscp>(index);
-    OnceTimer once = once_timer<kRdtscp>(index);
-    uint32_t iterations = plan.k / kUnroll;
-    const Buffer none{b.base, 0, b.line};
-    auto reference = [&] { return reference_at_zero(p) ? once(none) : time_empty<kRdtscp>(); };
     uint32_t max = plan.stop.max_reps < s.capacity ? plan.stop.max_reps : s.capacity;
     uint32_t next_check = plan.stop.min_reps;
     uint64_t start = 0;
@@ -202,22 +199,22 @@ Outcome run(size_t index, const Buffer& b, const Plan& plan, Samples& s, Env& en
         if (r == plan.warmup) start = env.now();
         int32_t rep = measured ? int32_t(r - plan.warmup) : -1;
         uint64_t value = 0, ref = 0;
+        // Alternate which bracket goes first, so drift and order effects cancel too.
         if (plan.method == Method::batch) {
-            // Alternate which bracket goes first, so drift and order effects cancel too.
-            env.prepare(p, b);
-            if (r & 1) ref = batch(b, iterations, false);
+            env.prepare();
+            if (r & 1) ref = env.batch(false);
             env.counters_before();
-            value = batch(b, iterations, true);
+            value = env.batch(true);
             env.counters_after(rep);
-            if (!(r & 1)) ref = batch(b, iterations, false);
+            if (!(r & 1)) ref = env.batch(false);
             o.ops += 3ull * plan.k;
         } else {
-            if (r & 1) ref = reference();
-            env.prepare(p, b);
+            if (r & 1) ref = env.reference();
+            env.prepare();
             env.counters_before();
-            value = once(b);
+            value = env.value();
             env.counters_after(rep);
-            if (!(r & 1)) ref = reference();
+            if (!(r & 1)) ref = env.reference();
             o.ops += 1;
         }
         env.tick(r);
@@ -245,14 +242,12 @@ Outcome run(size_t index, const Buffer& b, const Plan& plan, Samples& s, Env& en
 }
 
 // k for a batch cell: a few T(kUnroll) / T(2 kUnroll) pairs estimate one operation's cost c, then
-// k = kBracketShare x bracket / c, in whole loop iterations, within [kMinBatch, kMaxBatch]. The
-// pilot's operations count into `ops`.
-template <bool kRdtscp, class Env>
-uint32_t choose_batch(size_t index, const Buffer& b, uint64_t empty_bracket, int64_t* scratch, uint64_t& ops, Env& env) {
-    BatchTimer batch = batch_timer<kRdtscp>(index);
+// k = kBracketShare x bracket / c, in whole loop iterations, within [kMinBatch, kMaxBatch].
+// `batch(iterations, doubled)` times the loops; the pilot's operations count into `ops`.
+template <class Batch>
+uint32_t choose_batch(Batch&& batch, uint64_t empty_bracket, int64_t* scratch, uint64_t& ops) {
     for (uint32_t i = 0; i < kPilotReps; ++i) {
-        env.prepare(kPatterns[index], b);
-        uint64_t single = batch(b, 1, false), twice = batch(b, 1, true);
+        uint64_t single = batch(1u, false), twice = batch(1u, true);
         scratch[i] = int64_t(twice - single);
         ops += 3 * kUnroll;
     }
@@ -262,6 +257,45 @@ uint32_t choose_batch(size_t index, const Buffer& b, uint64_t empty_bracket, int
     if (want < kMinBatch) want = kMinBatch;
     if (want > kMaxBatch) want = kMaxBatch;
     return uint32_t((want + kUnroll - 1) / kUnroll * kUnroll);
+}
+
+// The hardware's Env for pattern `index` over `b`: the timers above, and the caller's Hooks for
+// the rest (prepare, counters, tick; the guest adds hops and its PMU).
+template <bool kRdtscp, class Hooks>
+struct Timed {
+    size_t index;
+    Buffer b;
+    uint32_t iterations;  // k / kUnroll
+    Hooks& hooks;
+    void prepare() { hooks.prepare(kPatterns[index], b); }
+    uint64_t batch(bool doubled) { return batch_timer<kRdtscp>(index)(b, iterations, doubled); }
+    uint64_t value() { return once_timer<kRdtscp>(index)(b); }
+    uint64_t reference() {
+        return reference_at_zero(kPatterns[index]) ? once_timer<kRdtscp>(index)(Buffer{b.base, 0, b.line}) : time_empty<kRdtscp>();
+    }
+    void counters_before() { hooks.counters_before(); }
+    void counters_after(int32_t rep) { hooks.counters_after(rep); }
+    void tick(uint32_t r) { hooks.tick(r); }
+    uint64_t now() { return x86::tsc_begin(); }
+};
+
+// A cell on the hardware: its k chosen (a batch whose plan has none yet), then its repetitions.
+template <bool kRdtscp, class Hooks>
+Outcome measure_cell(size_t index, const Buffer& b, Plan& plan, Samples& s, uint64_t empty_bracket, Hooks& hooks) {
+    uint64_t pilot_ops = 0;
+    if (plan.method == Method::batch && plan.k < kMinBatch) {
+        BatchTimer timer = batch_timer<kRdtscp>(index);
+        plan.k = choose_batch(
+            [&](uint32_t iterations, bool doubled) {
+                hooks.prepare(kPatterns[index], b);
+                return timer(b, iterations, doubled);
+            },
+            empty_bracket, s.scratch, pilot_ops);
+    }
+    Timed<kRdtscp, Hooks> env{index, b, plan.k / kUnroll, hooks};
+    Outcome o = run(plan, s, env);
+    o.ops += pilot_ops;
+    return o;
 }
 
 }  // namespace fb::measure

@@ -221,7 +221,6 @@ struct CellEnv {
             for (int c = 0; c < Pmu::count(); ++c) pmc_samples[c][rep] = c1[c] - c0[c];
     }
     void tick(uint32_t rep) { maybe_tick(id, rep, last_tick); }
-    uint64_t now() { return x86::tsc_begin(); }
 };
 
 measure::StopRule stop_rule() {
@@ -242,10 +241,8 @@ uint32_t measure_cell(uint64_t id, size_t index, const Buffer& buf, Measured& ho
     plan.method = measure::method_for(p, buf.bytes, config.mask_width);
     plan.warmup = config.warmup;
     plan.stop = stop_rule();
-    if (plan.method == measure::Method::batch)
-        plan.k = measure::choose_batch<kRdtscp>(index, buf, empty_bracket, scratch, how.ops, env);
     measure::Samples s{tsc_samples, ref_samples, scratch, Config::kMaxReps};
-    measure::Outcome o = measure::run<kRdtscp>(index, buf, plan, s, env);
+    measure::Outcome o = measure::measure_cell<kRdtscp>(index, buf, plan, s, empty_bracket, env);
     how.method = plan.method, how.k = plan.k, how.ops += o.ops, how.stop = o.stop;
     return o.n;
 }
@@ -266,7 +263,7 @@ void calibrate_floor() {
     CellEnv env(~0ull);
     measure::Plan plan{measure::Method::batch, measure::kMaxBatch, 2, {kCalibrationReps, kCalibrationReps, 0, 0}};
     measure::Samples s{tsc_samples, ref_samples, scratch, Config::kMaxReps};
-    measure::Outcome o = measure::run<kRdtscp>(nop, Buffer{arena.base, 0, line}, plan, s, env);
+    measure::Outcome o = measure::measure_cell<kRdtscp>(nop, Buffer{arena.base, 0, line}, plan, s, empty_bracket, env);
     emit_samples("calib", plan.k, o.n, true);  // "id" is k: a calib record belongs to no cell
 }
 
