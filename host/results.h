@@ -21,8 +21,9 @@ namespace fb {
 // context.flushbench.runs and run.derived. 3: paced steps (cell.pace), memory-type mappings
 // (cell.mapping), flushbench_neighbour and context.flushbench.regime. 4: the kernel's evidence for
 // mode labels (cell.mode_evidence, context.flushbench.run.phases) and the pattern table
-// (context.flushbench.patterns).
-inline constexpr int kResultsSchemaVersion = 4;
+// (context.flushbench.patterns). 5: measured cells carry their estimator (cell.measure: method, k,
+// ops, stop, ref) and the boot's timing floor (cell.floor_cycles); run.timing; stats.below_floor.
+inline constexpr int kResultsSchemaVersion = 5;
 
 // The pattern table (common/patterns.h) as data, in table order: written into every results file
 // (context.flushbench.patterns) so that reports need no pattern facts of their own.
