@@ -4,6 +4,7 @@
 //   patterns=wbinvd,clflush footprints=0,4K,1M,2xLLC reps=31 warmup=3 skip=clwb:hangs-here
 //   pmu=auto|off phases=1 from=0 inject=hang@3 (fault injection, for tests)
 //   pace=idle:2000,wbinvd@100:2000,wbinvd@max:2000 pace_footprint=4K tsc_khz=2445000
+//   pace_rounds=3 pace_seed=1 (interleaved rounds of the paced steps: pace_schedule below)
 //   mask_width=4 (direct entry only: before every whole-cache flush, run on 4 pCPUs)
 //   min_reps=5 target=10 budget_ms=200 (a cell stops once its median is known to target/1000, or
 //   after budget_ms of repetitions; reps is the most it runs, min_reps the fewest: common/measure.h)
@@ -63,6 +64,8 @@ struct Config {
     PaceStep pace[kMaxPaceSteps] = {};
     size_t pace_count = 0;
     FootprintSpec pace_footprint = {4 * 1024, 0};   // what each paced operation dirties first
+    uint32_t pace_rounds = 0;                       // 0: the steps once, as listed; R: pace_schedule's rounds
+    uint64_t pace_seed = 1;                         // the rounds' shuffles
     uint64_t tsc_khz = 0;                           // from the host (KVM_GET_TSC_KHZ); 0: the guest's own
     // KVM flushes every pCPU in the vCPU's wbinvd_dirty_mask: the pCPUs it was loaded on since its
     // last WBINVD. With mask_width = K > 1 the guest hops K times through the VMM's K-CPU hop set
@@ -70,7 +73,7 @@ struct Config {
     uint32_t mask_width = 1;
 
     static constexpr uint32_t kMaxReps = 100000, kMaxWarmup = 10000, kMaxPhases = 8, kMaxMaskWidth = 64;
-    static constexpr uint32_t kMaxTarget = 1000, kMaxBudgetMs = 600000;
+    static constexpr uint32_t kMaxTarget = 1000, kMaxBudgetMs = 600000, kMaxPaceRounds = 16;
     static constexpr uint32_t kMaxPaceRate = 10000000, kMinPaceMs = 10, kMaxPaceMs = 600000;
 };
 
@@ -246,6 +249,10 @@ inline ConfigError parse_config(Str cmdline, Config& c) {
         else if (key == Str("min_reps")) e = set_count(value, 1, Config::kMaxReps, c.min_reps, "min_reps must be 1-100000");
         else if (key == Str("target")) e = set_count(value, 0, Config::kMaxTarget, c.target_permille, "target must be 0-1000 (permille)");
         else if (key == Str("budget_ms")) e = set_count(value, 0, Config::kMaxBudgetMs, c.budget_ms, "budget_ms must be 0-600000");
+        else if (key == Str("pace_rounds")) e = set_count(value, 0, Config::kMaxPaceRounds, c.pace_rounds, "pace_rounds must be 0-16");
+        else if (key == Str("pace_seed")) {
+            if (!parse_u64(value, c.pace_seed)) e = {"pace_seed must be a number", w};
+        }
         else if (key == Str("skip")) e = set_skips(c, value);
         else if (key == Str("inject")) e = set_inject(c, value);
         else if (key == Str("pace")) e = set_pace(c, value);
@@ -259,18 +266,62 @@ inline ConfigError parse_config(Str cmdline, Config& c) {
             else if (value == Str("off")) c.pmu = false;
             else e = {"pmu must be auto or off", w};
         } else {
-            e = {"unknown key (patterns, footprints, reps, warmup, phases, from, skip, pmu, inject, pace, pace_footprint, tsc_khz, mask_width, min_reps, target, budget_ms)", w};
+            e = {"unknown key (patterns, footprints, reps, warmup, phases, from, skip, pmu, inject, pace, pace_footprint, pace_rounds, pace_seed, tsc_khz, mask_width, min_reps, target, budget_ms)", w};
         }
         if (e.message) return e;
     }
     return {};
 }
 
+// The paced steps of a phase, in the order they run. With pace_rounds = 0, the steps as listed.
+// With R rounds (what a neighbour needs: drift between two far-apart idle steps must not read as an
+// effect), each round runs the active steps in an order shuffled with pace_seed and the round, an
+// idle step before, between and after them (the first idle step listed gives its length): idle,
+// A, idle, B, idle, ... so that every active step has an idle step on each side to be compared with.
+struct PacedSlot {
+    uint8_t step;    // index into Config::pace
+    int8_t round;    // -1: not in rounds
+    uint8_t slot;    // position within its round
+};
+inline constexpr size_t kMaxPacedSlots = Config::kMaxPaceRounds * (2 * Config::kMaxPaceSteps + 1);
+
+inline uint32_t pace_schedule(const Config& c, PacedSlot* out) {
+    uint32_t n = 0;
+    if (!c.pace_rounds) {
+        for (size_t i = 0; i < c.pace_count; ++i) out[n++] = {uint8_t(i), -1, uint8_t(i)};
+        return n;
+    }
+    int idle = -1;
+    uint8_t active[Config::kMaxPaceSteps];
+    uint32_t actives = 0;
+    for (size_t i = 0; i < c.pace_count; ++i) {
+        if (c.pace[i].idle) idle = idle < 0 ? int(i) : idle;
+        else active[actives++] = uint8_t(i);
+    }
+    for (uint32_t r = 0; r < c.pace_rounds; ++r) {
+        uint64_t state = (c.pace_seed + 1) * 0x9e3779b97f4a7c15ull ^ (uint64_t(r) + 1) * 0xbf58476d1ce4e5b9ull;
+        for (uint32_t i = actives; i > 1; --i) {  // Fisher-Yates, xorshift64 draws
+            state ^= state << 13, state ^= state >> 7, state ^= state << 17;
+            uint32_t j = uint32_t(state % i);
+            uint8_t t = active[i - 1];
+            active[i - 1] = active[j], active[j] = t;
+        }
+        uint8_t slot = 0;
+        for (uint32_t i = 0; i < actives; ++i) {
+            if (idle >= 0) out[n++] = {uint8_t(idle), int8_t(r), slot++};
+            out[n++] = {active[i], int8_t(r), slot++};
+        }
+        if (idle >= 0) out[n++] = {uint8_t(idle), int8_t(r), slot++};
+    }
+    return n;
+}
+
 // Cells per phase: footprint patterns once per footprint, the others once, then one per paced
-// step. Cell ids run phase-major, then in pattern order, then footprint order, then pace order;
-// host and guest both rely on it.
+// slot. Cell ids run phase-major, then in pattern order, then footprint order, then the pace
+// schedule's order; host and guest both rely on it.
 inline uint32_t cells_per_phase(const Config& c) {
-    uint32_t n = uint32_t(c.pace_count);
+    PacedSlot slots[kMaxPacedSlots];
+    uint32_t n = pace_schedule(c, slots);
     for (size_t i = 0; i < c.pattern_count; ++i) n += kPatterns[c.pattern_order[i]].uses_footprint ? uint32_t(c.footprint_count) : 1;
     return n;
 }

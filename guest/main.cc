@@ -119,6 +119,7 @@ void emit_config() {
     if (config.pace_count) {
         bool ok;
         w.field("pace_steps", uint64_t(config.pace_count)).field("pace_footprint", resolve_footprint(config.pace_footprint, llc, ok));
+        w.field("pace_rounds", config.pace_rounds);
     }
     Records::emit(w);
 }
@@ -414,7 +415,8 @@ uint32_t pace(uint64_t id, const PaceStep& step, const Pattern& p, const Buffer&
     return stored;
 }
 
-void run_paced(uint32_t phase, const PaceStep& step) {
+void run_paced(uint32_t phase, const PacedSlot& slot) {
+    const PaceStep& step = config.pace[slot.step];
     uint64_t id = tally.cells++;
     if (id < config.from) return;
     const Pattern& p = kPatterns[step.pattern];
@@ -425,6 +427,7 @@ void run_paced(uint32_t phase, const PaceStep& step) {
         else if (!step.rate_hz) w.field("pace", "max");
         else w.field("pace", step.rate_hz);
         w.field("ms", step.ms);
+        if (slot.round >= 0) w.field("round", uint64_t(slot.round)).field("slot", uint64_t(slot.slot));
     });
     if (!may_run(id, p, footprint, resolved)) return;
     if (!tsc_freq.khz) {  // a rate needs a clock
@@ -455,7 +458,9 @@ void run_phase(uint32_t phase) {
             run_cell(phase, p, bytes, resolved);
         }
     }
-    for (size_t i = 0; i < config.pace_count; ++i) run_paced(phase, config.pace[i]);
+    static PacedSlot schedule[kMaxPacedSlots];
+    uint32_t slots = pace_schedule(config, schedule);
+    for (uint32_t i = 0; i < slots; ++i) run_paced(phase, schedule[i]);
 }
 
 }  // namespace

@@ -51,6 +51,8 @@ struct Pace {
     bool finished = false;  // the "paced" record arrived
     uint64_t ops = 0, late = 0, elapsed_tsc = 0;  // as the guest counted them
     int64_t host_start_ns = 0, host_end_ns = 0;
+    int round = -1;     // pace_rounds: the round it ran in (common/config.h pace_schedule); -1: listed once
+    uint32_t slot = 0;  // its position within the round
 
     // Operations per second by the guest's own clock; NaN until the step finished or without a rate.
     double achieved_hz(uint64_t tsc_khz) const {
@@ -103,8 +105,15 @@ struct Cell {
     nlohmann::json mode_evidence = nlohmann::json::object();
 
     // What results and comparisons call the cell: the pattern, or "wbinvd@100", "clflush@max",
-    // "idle" for paced steps (which must never pool with the measured cells of the same pattern).
+    // "idle" for paced steps (which must never pool with the measured cells of the same pattern);
+    // in rounds, "wbinvd@100:r2" and "idle:r2.4" (round 2, slot 4), one name per cell.
     std::string label() const {
+        if (!pace || pace->round < 0) return step_label();
+        if (pace->rate == "idle") return "idle:r" + std::to_string(pace->round) + "." + std::to_string(pace->slot);
+        return step_label() + ":r" + std::to_string(pace->round);
+    }
+    // The step whatever its round: what a neighbour's verdict is about.
+    std::string step_label() const {
         if (!pace) return pattern;
         return pace->rate == "idle" ? std::string("idle") : pattern + "@" + pace->rate;
     }

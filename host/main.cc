@@ -115,6 +115,7 @@ int run_matrix_file(const std::string& name, const fb::RunOptions& cli, const CL
         if (given("--image")) o.image = cli.image;
         if (given("--pace")) o.pace = cli.pace;
         if (given("--pace-footprint")) o.pace_footprint = cli.pace_footprint;
+        if (given("--pace-rounds")) o.pace_rounds = cli.pace_rounds;
         if (given("--neighbour")) o.neighbour = cli.neighbour;
         if (given("--slice-ms")) o.slice_ms = cli.slice_ms;
         if (given("--neighbour-bytes")) o.neighbour_bytes = cli.neighbour_bytes;
@@ -195,6 +196,10 @@ int main(int argc, char** argv) {
     run->add_option("--out", ro.out, "results file (default results/<UTC-time>-<host>.json)");
     run->add_option("--pace", ro.pace, "paced guest steps after the cells: idle:MS, PATTERN@RATE:MS (RATE per second, or max)");
     run->add_option("--pace-footprint", ro.pace_footprint, "bytes each paced operation dirties first")->capture_default_str();
+    run->add_option("--pace-rounds", ro.pace_rounds,
+                    "run the paced steps in this many rounds, each shuffled, with an idle step on either side of every "
+                    "active one (0: once, as listed; a neighbour run defaults to 3)")
+        ->check(CLI::Range(0u, fb::Config::kMaxPaceRounds));
     run->add_option("--neighbour", ro.neighbour,
                     "host neighbour on CPU N (or auto): cache probe in time slices, compared across the paced steps; "
                     "implies --patterns none and the default --pace unless given");
@@ -287,9 +292,10 @@ int main(int argc, char** argv) {
     }
     ro.cell_timeout = std::chrono::seconds(timeout_s);
     ro.command_line = joined_argv(argc, argv);
-    if (!ro.neighbour.empty()) {  // a neighbour run measures the paced steps, not the cells
+    if (!ro.neighbour.empty()) {  // a neighbour run measures the paced steps, in rounds, not the cells
         if (run->count("--patterns") == 0) ro.patterns = "none";
         if (run->count("--pace") == 0) ro.pace = fb::kDefaultPace;
+        if (run->count("--pace-rounds") == 0) ro.pace_rounds = fb::kDefaultPaceRounds;
     }
     if (!dirty_masks.empty()) {
         if (!matrix.empty()) {

@@ -25,7 +25,7 @@ const std::vector<std::string> kTopKeys = {"name", "description", "backends", "m
                                            "set", "machine", "mem_mib", "vfio", "vfio_baseline", "vfio_pci"};
 const std::vector<std::string> kPlacementKeys = {"name", "cpu", "migrate_ms", "dirty_mask"};
 const std::vector<std::string> kSetKeys = {"name",  "patterns",  "footprints",     "reps",     "warmup",  "min_reps", "target_pct", "budget_ms",  "pace",
-                                           "pace_footprint", "neighbour", "slice_ms", "neighbour_bytes"};
+                                           "pace_footprint", "pace_rounds", "neighbour", "slice_ms", "neighbour_bytes"};
 const std::vector<std::string> kBackends = {"auto", "kvm", "qemu-kvm", "qemu-tcg", "native"};
 const std::vector<std::string> kModes = {"coherent", "noncoherent", "both"};
 const std::vector<std::string> kMachines = {"microvm", "pc", "q35"};
@@ -280,6 +280,8 @@ public:
         }
         if (auto* v = t.get("slice_ms")) s.slice_ms = uint32_t(integer(*v, "slice_ms", 2, 1000, "(the neighbour's time slice)"));
         if (auto* v = t.get("neighbour_bytes")) s.neighbour_bytes = uint64_t(integer(*v, "neighbour_bytes", 4096, int64_t(1) << 34));
+        if (auto* v = t.get("pace_rounds")) s.pace_rounds = uint32_t(integer(*v, "pace_rounds", 0, Config::kMaxPaceRounds, "(0: the steps once)"));
+        else if (!s.neighbour.empty()) s.pace_rounds = kDefaultPaceRounds;
         if (!s.neighbour.empty() && s.pace.empty()) s.pace = split_commas(kDefaultPace);
         if (!s.neighbour.empty() && !t.get("patterns")) s.patterns = {"none"};
     }
@@ -445,6 +447,7 @@ std::vector<MatrixRun> Matrix::expand() const {
                     o.budget_ms = set.budget_ms;
                     o.pace = joined(set.pace, ",");
                     if (!set.pace_footprint.empty()) o.pace_footprint = set.pace_footprint;
+                    o.pace_rounds = set.pace_rounds;
                     o.neighbour = set.neighbour;
                     o.slice_ms = set.slice_ms;
                     o.neighbour_bytes = set.neighbour_bytes;
@@ -473,7 +476,8 @@ std::vector<std::string> MatrixRun::cli_args() const {
                                   "--target-pct", fmt::format("{:g}", o.target_permille / 10.0), "--budget-ms", std::to_string(o.budget_ms),
                                   "--cell-timeout", std::to_string(o.cell_timeout.count())};
     if (!o.skip.empty()) a.insert(a.end(), {"--skip", o.skip});
-    if (!o.pace.empty()) a.insert(a.end(), {"--pace", o.pace, "--pace-footprint", o.pace_footprint});
+    if (!o.pace.empty())
+        a.insert(a.end(), {"--pace", o.pace, "--pace-footprint", o.pace_footprint, "--pace-rounds", std::to_string(o.pace_rounds)});
     if (!o.neighbour.empty()) a.insert(a.end(), {"--neighbour", o.neighbour, "--slice-ms", std::to_string(o.slice_ms)});
     if (o.neighbour_bytes) a.insert(a.end(), {"--neighbour-bytes", std::to_string(o.neighbour_bytes)});
     if (o.vcpu_cpu >= 0) a.insert(a.end(), {"--vcpu-cpu", std::to_string(o.vcpu_cpu)});

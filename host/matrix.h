@@ -79,6 +79,7 @@ struct PatternSet {
     // no cells unless it names patterns, and the default steps unless it names its own.
     std::vector<std::string> pace;
     std::string pace_footprint;
+    uint32_t pace_rounds = 0;
     std::string neighbour;  // "", "auto" or a CPU number
     uint32_t slice_ms = 10;
     uint64_t neighbour_bytes = 0;

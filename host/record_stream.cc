@@ -146,6 +146,12 @@ void RecordStream::handle_record(const wire::Record& r) {
                 return protocol_error("cell record with a malformed pace");
             c.pace = Pace{std::string(view(pace)), uint32_t(ms)};
             c.pace->host_start_ns = monotonic_ns();
+            uint64_t round = 0, slot = 0;
+            if (r.get_u64("round", round)) {
+                if (round >= Config::kMaxPaceRounds || !r.get_u64("slot", slot) || slot > 2 * Config::kMaxPaceSteps)
+                    return protocol_error("cell record with a malformed pace round");
+                c.pace->round = int(round), c.pace->slot = uint32_t(slot);
+            }
         }
         Str memtype;
         if (r.get("memtype", memtype)) c.mapping = GuestMapping{std::string(view(memtype)).substr(0, 8), "", 0};

@@ -72,7 +72,8 @@ json cell_to_json(const Cell& c) {
     if (c.pace) {
         const Pace& p = *c.pace;
         j["pace"] = {{"label", c.label()}, {"rate", p.rate}, {"ms", p.ms}, {"finished", p.finished}, {"ops", p.ops}, {"late", p.late},
-                     {"elapsed_tsc", p.elapsed_tsc}, {"host_start_ns", p.host_start_ns}, {"host_end_ns", p.host_end_ns}};
+                     {"elapsed_tsc", p.elapsed_tsc}, {"host_start_ns", p.host_start_ns}, {"host_end_ns", p.host_end_ns},
+                     {"step", c.step_label()}, {"round", p.round}, {"slot", p.slot}};
         if (double hz = p.achieved_hz(c.tsc_khz); std::isfinite(hz)) j["pace"]["achieved_hz"] = hz;
     }
     return j;
@@ -127,7 +128,7 @@ Cell cell_from_json(const json& j) {
         const auto& p = j["pace"];
         c.pace = Pace{p.at("rate").get<std::string>(), p.value("ms", 0u), p.value("finished", false), p.value("ops", uint64_t{0}),
                       p.value("late", uint64_t{0}), p.value("elapsed_tsc", uint64_t{0}), p.value("host_start_ns", int64_t{0}),
-                      p.value("host_end_ns", int64_t{0})};
+                      p.value("host_end_ns", int64_t{0}), p.value("round", -1), p.value("slot", 0u)};
     }
     return c;
 }

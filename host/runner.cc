@@ -204,7 +204,7 @@ std::string guest_config(const RunOptions& o, const std::string& skip) {
     std::string s = fmt::format("patterns={} footprints={} reps={} warmup={} min_reps={} target={} budget_ms={}", o.patterns,
                                 o.footprints, o.reps, o.warmup, o.min_reps, o.target_permille, o.budget_ms);
     if (!skip.empty()) s += " skip=" + skip;
-    if (!o.pace.empty()) s += fmt::format(" pace={} pace_footprint={}", o.pace, o.pace_footprint);
+    if (!o.pace.empty()) s += fmt::format(" pace={} pace_footprint={} pace_rounds={}", o.pace, o.pace_footprint, o.pace_rounds);
     if (o.dirty_mask > 1) s += fmt::format(" mask_width={}", o.dirty_mask);
     return s;
 }
@@ -524,10 +524,12 @@ std::vector<Cell> cells_from(const Plan& plan, uint32_t first_id, uint32_t phase
             size_t n = p.uses_footprint ? plan.config.footprint_count : 1;
             for (size_t f = 0; f < n; ++f) add(p, plan.config.footprints[f], ph, std::nullopt);
         }
-        for (size_t i = 0; i < plan.config.pace_count; ++i) {
-            const PaceStep& step = plan.config.pace[i];
-            add(kPatterns[step.pattern], plan.config.pace_footprint, ph,
-                Pace{step.idle ? "idle" : step.rate_hz ? std::to_string(step.rate_hz) : "max", step.ms});
+        PacedSlot slots[kMaxPacedSlots];
+        for (uint32_t i = 0, n = pace_schedule(plan.config, slots); i < n; ++i) {
+            const PaceStep& step = plan.config.pace[slots[i].step];
+            Pace pace{step.idle ? "idle" : step.rate_hz ? std::to_string(step.rate_hz) : "max", step.ms};
+            pace.round = slots[i].round, pace.slot = slots[i].slot;
+            add(kPatterns[step.pattern], plan.config.pace_footprint, ph, pace);
         }
     }
     return out;
@@ -805,12 +807,13 @@ void run_boot_group(const Plan& plan, const RunOptions& o, const std::vector<Pha
             skips += (skips.empty() ? "" : ",") + c.pattern + ":" + (c.status == CellStatus::hung ? "hung" : "crashed") + "-earlier-in-this-run";
     }
     uint64_t tsc_khz = plan.tsc_khz;
-    // Paced steps keep their rates by the TSC rate the host knows, not a guest guess.
-    uint64_t pace_khz = !plan.config.pace_count ? 0 : plan.tsc_khz ? plan.tsc_khz : native_tsc_rate().khz;
+    // Paced steps keep their rates, and cells their time budgets, by the TSC rate the host knows,
+    // not a guest guess (CPUID often has none).
+    uint64_t guest_khz = plan.tsc_khz ? plan.tsc_khz : native_tsc_rate().khz;
     while (from < cells_total && !g_interrupted.load()) {
         std::string cmdline = guest_config(o, skips) + fmt::format(" phases={} from={}", phases.size(), from);
         if (!o.inject.empty()) cmdline += " inject=" + o.inject;
-        if (pace_khz) cmdline += fmt::format(" tsc_khz={}", pace_khz);
+        if (guest_khz) cmdline += fmt::format(" tsc_khz={}", guest_khz);
         RecordStream stream;
         json facts = {{"cmdline", cmdline}}, cell_extra = json::object();
         // The kernel's evidence for this boot's mode labels. On the kvm backend the probes count
@@ -1142,7 +1145,7 @@ json to_json(const RunOptions& o) {
             {"target_permille", o.target_permille}, {"budget_ms", o.budget_ms}, {"vcpu_cpu", o.vcpu_cpu},
             {"migrate_ms", o.migrate_ms}, {"dirty_mask", o.dirty_mask}, {"mem_mib", o.mem_mib}, {"cell_timeout_s", o.cell_timeout.count()},
             {"image", o.image}, {"out", o.out}, {"inject", o.inject}, {"variant", o.variant}, {"events", o.events},
-            {"pace", o.pace}, {"pace_footprint", o.pace_footprint}, {"neighbour", o.neighbour}, {"slice_ms", o.slice_ms},
+            {"pace", o.pace}, {"pace_footprint", o.pace_footprint}, {"pace_rounds", o.pace_rounds}, {"neighbour", o.neighbour}, {"slice_ms", o.slice_ms},
             {"neighbour_bytes", o.neighbour_bytes}};
 }
 
@@ -1175,6 +1178,7 @@ RunOptions run_options_from_json(const json& j) {
     o.events = j.value("events", RunOptions{}.events);
     o.pace = j.value("pace", "");
     o.pace_footprint = j.value("pace_footprint", RunOptions{}.pace_footprint);
+    o.pace_rounds = j.value("pace_rounds", 0u);  // journals from before rounds ran the steps once
     o.neighbour = j.value("neighbour", "");
     o.slice_ms = j.value("slice_ms", RunOptions{}.slice_ms);
     o.neighbour_bytes = j.value("neighbour_bytes", uint64_t{0});

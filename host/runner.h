@@ -52,6 +52,7 @@ struct RunOptions {
     // Paced steps after the measured cells of every phase (common/config.h): "idle:2000,wbinvd@100:2000".
     std::string pace;
     std::string pace_footprint = "4K";       // dirtied before every paced operation
+    uint32_t pace_rounds = 0;                // 0: the steps once, as listed; R: interleaved, shuffled rounds (common/config.h)
     // The host neighbour (host/neighbour.h): "" off, "auto" or a CPU number. With it, the vCPU is
     // pinned too (to a CPU other than the neighbour's), and slices are matched to paced steps.
     std::string neighbour;
@@ -74,10 +75,11 @@ int run_matrix(const std::vector<RunOptions>& runs, const std::string& out, cons
 // already measured kept, the rest run.
 int resume_benchmark(const std::string& journal, bool quiet);
 
-// The paced steps a neighbour run uses when none are given: idle around WBINVD from 10/s to back
-// to back, and a CLFLUSH loop for comparison; 2 s each.
-inline constexpr const char* kDefaultPace =
-    "idle:2000,wbinvd@10:2000,wbinvd@100:2000,wbinvd@1000:2000,wbinvd@10000:2000,wbinvd@max:2000,clflush@max:2000,idle:2000";
+// The paced steps a neighbour run uses when none are given: WBINVD from 100/s to back to back and a
+// CLFLUSH loop for comparison, 400 ms each, in kDefaultPaceRounds shuffled rounds with a 400 ms idle
+// step on each side of every active one (common/config.h pace_schedule).
+inline constexpr const char* kDefaultPace = "idle:400,wbinvd@100:400,wbinvd@10000:400,wbinvd@max:400,clflush@max:400";
+inline constexpr uint32_t kDefaultPaceRounds = 3;
 
 // The guest's command line for a run (common/config.h), with `skip` in place of o.skip.
 std::string guest_config(const RunOptions& o, const std::string& skip);

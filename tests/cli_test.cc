@@ -14,6 +14,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -27,6 +28,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -637,7 +639,8 @@ void interrupt_mid_run(const fs::path& dir, const std::string& backend, unsigned
     // repetition through an exit, and 2000 reps already take about a second per cell.
     std::vector<std::string> args = {kBin,         "run",        "--backend", backend, "--reps",
                                      std::to_string(reps), "--footprints", "0,4K,64K,1M", "--patterns", "dirty,clflush,nop",
-                                     "--out",      out.string()};
+                                     // every repetition, not the stopping rule's: the interrupt must land mid-run
+                                     "--budget-ms", "0", "--target-pct", "0", "--out",      out.string()};
     Child child(args);
     ASSERT_GT(child.pid(), 0);
     bool saw = child.pump_until([](const std::string& e) { return contains(e, "[   1/"); }, 60s);
@@ -775,26 +778,32 @@ TEST_F(CliTest, DuplicateFootprintsAreRejected) {
 TEST_F(CliTest, KvmNeighbourRunMatchesSlicesToPacedSteps) {
     REQUIRE_KVM();
     fs::path out = dir_ / "nb.json";
-    std::vector<std::string> args = {kBin, "run", "--backend", "kvm", "--neighbour", "auto", "--pace", "idle:300,wbinvd@100:300,wbinvd@max:300,idle:300",
+    std::vector<std::string> args = {kBin, "run", "--backend", "kvm", "--neighbour", "auto", "--pace", "idle:300,wbinvd@100:300,wbinvd@max:300",
                                      "--pace-footprint", "4K", "--out", out.string()};
     ProcResult r = run_cmd(args, 120s);
     ASSERT_EQ(r.code, kExitOk) << describe(args, r);
     auto doc = load_json(out);
     ASSERT_TRUE(doc) << describe(args, r);
-    // Four paced cells, no measured ones (--neighbour implies --patterns none).
-    ASSERT_EQ((*doc)["flushbench_cells"].size(), 4u);
-    std::vector<std::string> labels;
-    for (const auto& c : (*doc)["flushbench_cells"]) {
+    // --neighbour implies --patterns none and three rounds: idle, A, idle, B, idle, shuffled per round.
+    const json& cells = (*doc)["flushbench_cells"];
+    ASSERT_EQ(cells.size(), 15u);
+    std::map<std::string, int> per_step;
+    for (size_t i = 0; i < cells.size(); ++i) {
+        const json& c = cells[i];
         ASSERT_TRUE(c.contains("pace")) << c.value("name", "?");
         EXPECT_EQ(c.value("status", ""), "ok") << c.value("name", "?");
         EXPECT_TRUE(c["pace"].value("finished", false));
-        labels.push_back(c["pace"].value("label", ""));
+        EXPECT_EQ(c["pace"].value("round", -1), int(i / 5));
+        EXPECT_EQ(c["pace"].value("rate", "") == "idle", i % 5 % 2 == 0) << "an idle step on either side of every step";
+        ++per_step[c["pace"].value("step", "")];
     }
-    EXPECT_EQ(labels, (std::vector<std::string>{"idle", "wbinvd@100", "wbinvd@max", "idle"}));
-    const json& paced100 = (*doc)["flushbench_cells"][1]["pace"];
-    EXPECT_GT(paced100.value("ops", uint64_t{0}), 10u);  // 100/s for 0.3 s: about 30
-    EXPECT_LT(paced100.value("ops", uint64_t{0}), 60u);
-    EXPECT_TRUE(contains((*doc)["benchmarks"][0].value("name", ""), "idle/")) << (*doc)["benchmarks"][0].dump();
+    EXPECT_EQ(per_step, (std::map<std::string, int>{{"idle", 9}, {"wbinvd@100", 3}, {"wbinvd@max", 3}}));
+    for (const auto& c : cells)
+        if (c["pace"]["step"] == "wbinvd@100") {
+            EXPECT_GT(c["pace"].value("ops", uint64_t{0}), 10u);  // 100/s for 0.3 s: about 30
+            EXPECT_LT(c["pace"].value("ops", uint64_t{0}), 60u);
+        }
+    EXPECT_TRUE(contains((*doc)["benchmarks"][0].value("name", ""), "idle:r0.0/")) << (*doc)["benchmarks"][0].dump();
 
     ASSERT_TRUE(doc->contains("flushbench_neighbour")) << describe(args, r);
     const json& nb = (*doc)["flushbench_neighbour"];
@@ -802,14 +811,16 @@ TEST_F(CliTest, KvmNeighbourRunMatchesSlicesToPacedSteps) {
     EXPECT_NE(nb[0].value("cpu", -1), nb[0].value("vcpu_cpu", -1));
     EXPECT_LE(nb[0].value("buffer_bytes", uint64_t{0}), 16u << 20);  // half the LLC, at most 16 MiB
     size_t slices = nb[0]["slices"]["start_s"].size();
-    EXPECT_GT(slices, 30u);  // 1.2 s of steps in 10 ms slices, plus boot (fewer when preempted)
+    EXPECT_GT(slices, 100u);  // 4.5 s of steps in 10 ms slices, plus boot (fewer when preempted)
     const json& windows = nb[0]["windows"];
-    ASSERT_EQ(windows.size(), 4u);
+    ASSERT_EQ(windows.size(), 15u);
     double last_end = 0;
     for (const auto& w : windows) {
         EXPECT_GE(w.value("start_s", -1.0), last_end) << w.dump().substr(0, 300);
         EXPECT_GT(w.value("end_s", 0.0), w.value("start_s", 0.0));
         last_end = w.value("end_s", 0.0);
+        if (w.value("baseline", false)) continue;
+        EXPECT_EQ(w["compared_with"].size(), 2u) << "the idle steps right before and after";
         const json& e = w["effect"];
         // ~30 whole slices in 300 ms; a loaded host stretches slices, but never to under 3 per window
         EXPECT_GE(e.value("slices", 0), 3) << w.value("label", "?");
@@ -817,8 +828,45 @@ TEST_F(CliTest, KvmNeighbourRunMatchesSlicesToPacedSteps) {
         EXPECT_TRUE(e["slowdown"]["estimate"].is_number());
     }
     EXPECT_TRUE(windows[0].value("baseline", false));
-    EXPECT_TRUE(contains(r.err, "pointer-chase slowdown vs guest idle")) << r.err;
+    const json& steps = nb[0]["steps"];
+    ASSERT_EQ(steps.size(), 2u);
+    for (const auto& st : steps) {
+        EXPECT_EQ(st["rounds"].size(), 3u);
+        EXPECT_FALSE(st.value("verdict", "").empty());
+    }
+    EXPECT_TRUE(contains(r.err, "pointer-chase slowdown against the idle steps beside each step")) << r.err;
     EXPECT_TRUE((*doc)["context"]["flushbench"].contains("regime"));
+}
+
+// Background load must not become a verdict: a CPU hog that starts and stops on its own schedule,
+// unrelated to the guest's steps, while a coherent run (where WBINVD is a no-op) paces its steps.
+TEST_F(CliTest, KvmNeighbourIsNotFooledByAHogThatComesAndGoes) {
+    REQUIRE_KVM();
+    fs::path out = dir_ / "hog.json";
+    std::vector<std::string> args = {kBin, "run", "--backend", "kvm", "--mode", "coherent", "--neighbour", "auto", "--pace",
+                                     "idle:200,wbinvd@1000:200,wbinvd@max:200", "--out", out.string(), "--quiet"};
+    std::atomic<bool> done{false};
+    std::thread hog([&] {  // a third thread, on whatever CPU the scheduler gives it
+        volatile uint64_t sink = 0;
+        for (int phase = 0; !done.load(); ++phase) {
+            auto until = Clock::now() + std::chrono::milliseconds(130 + 70 * (phase % 3));
+            if (phase % 2 == 0)
+                while (Clock::now() < until && !done.load()) sink = sink + 1;
+            else
+                std::this_thread::sleep_until(until);
+        }
+    });
+    ProcResult r = run_cmd(args, 120s);
+    done = true;
+    hog.join();
+    ASSERT_EQ(r.code, kExitOk) << describe(args, r);
+    auto doc = load_json(out);
+    ASSERT_TRUE(doc && doc->contains("flushbench_neighbour")) << describe(args, r);
+    for (const auto& st : (*doc)["flushbench_neighbour"][0]["steps"]) {
+        std::string v = st.value("verdict", "");
+        EXPECT_TRUE(v.rfind("slower, in every round", 0) != 0 && v.rfind("faster, in every round", 0) != 0)
+            << st.value("step", "?") << ": " << v << "\n" << st.dump(1);
+    }
 }
 
 TEST_F(CliTest, QemuTcgRunsPacedStepsAsEmulated) {

@@ -142,5 +142,35 @@ TEST(Patterns, NamesAreUniqueAndFindable) {
     EXPECT_EQ(find_pattern("nosuch"), nullptr);
 }
 
+// Rounds: every active step between two idle steps, each round in its own shuffled order, the same
+// for the same seed (host and guest both expand the plan).
+TEST(Config, PaceRoundsInterleaveIdleStepsAndShuffleTheActiveOnes) {
+    Config c;
+    ASSERT_EQ(parse_config("patterns=none pace=idle:300,wbinvd@100:300,wbinvd@max:300,clflush@max:300 pace_rounds=3 pace_seed=7", c)
+                  .message,
+              nullptr);
+    PacedSlot slots[kMaxPacedSlots];
+    uint32_t n = pace_schedule(c, slots);
+    ASSERT_EQ(n, 3u * (2 * 3 + 1));
+    EXPECT_EQ(cells_per_phase(c), n);
+    std::string orders[3];
+    for (uint32_t i = 0; i < n; ++i) {
+        const PacedSlot& s = slots[i];
+        EXPECT_EQ(s.round, int(i / 7));
+        EXPECT_EQ(s.slot, i % 7);
+        EXPECT_EQ(c.pace[s.step].idle, s.slot % 2 == 0) << "idle, active, idle, ... within a round";
+        if (!c.pace[s.step].idle) orders[s.round] += char('0' + s.step);
+    }
+    for (const auto& o : orders) EXPECT_EQ(std::string(o).size(), 3u);
+    EXPECT_FALSE(orders[0] == orders[1] && orders[1] == orders[2]) << "shuffled per round";
+    PacedSlot again[kMaxPacedSlots];
+    ASSERT_EQ(pace_schedule(c, again), n);
+    for (uint32_t i = 0; i < n; ++i) EXPECT_EQ(again[i].step, slots[i].step);
+    ASSERT_EQ(parse_config("patterns=none pace=idle:300,wbinvd@100:300", c).message, nullptr);
+    EXPECT_EQ(pace_schedule(c, slots), 2u) << "no rounds: the steps once, as listed";
+    EXPECT_EQ(slots[1].round, -1);
+    EXPECT_NE(parse_config("pace_rounds=17", c).message, nullptr);
+}
+
 }  // namespace
 }  // namespace fb

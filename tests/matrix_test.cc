@@ -69,10 +69,15 @@ TEST(Matrix, DefaultSplitsWholeCacheAndPerLinePatterns) {
     EXPECT_EQ(runs[2].options.patterns, "memtypes");
     EXPECT_EQ(runs[3].options.neighbour, "auto");
     EXPECT_EQ(runs[3].options.patterns, "none");
-    EXPECT_EQ(runs[3].options.pace, kDefaultPace);
+    EXPECT_EQ(runs[3].options.pace, "idle:300,wbinvd@1000:300,wbinvd@max:300,clflush@max:300");
+    EXPECT_EQ(runs[3].options.pace_rounds, 3u) << "a neighbour compares interleaved rounds";
     EXPECT_EQ(runs[0].options.patterns, "nop,cpuid,pio,dirty,wbinvd,wbnoinvd");
-    EXPECT_EQ(runs[1].options.footprints, "0,4K,64K,1M");
+    EXPECT_EQ(runs[0].options.footprints, "0,4K,64K,1M");
+    EXPECT_EQ(runs[1].options.footprints, "0,4K,64K");
     EXPECT_EQ(runs[0].options.reps, 31u);
+    EXPECT_EQ(runs[0].options.min_reps, 5u);
+    EXPECT_EQ(runs[0].options.budget_ms, 150u) << "the budget that keeps the default matrix under a minute";
+    EXPECT_EQ(runs[0].options.target_permille, 10u);
     EXPECT_TRUE(has(runs[0].counters, "cycles"));
     auto args = runs[1].cli_args();
     EXPECT_TRUE(has(args, "--patterns") && has(args, "clflush,clflushopt,clwb")) << ::testing::PrintToString(args);

@@ -1,10 +1,12 @@
 // The neighbour's slices in results files: journal chunks back to slices, paced steps to windows,
-// idle steps of the same mode as the baseline, and the honest "cannot compare" when there is none.
+// each compared with the idle steps beside it, verdicts only from rounds that agree beyond the
+// drift between those idle steps, and the honest "cannot compare" when there is none.
 #include "host/neighbour_results.h"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -25,7 +27,8 @@ std::vector<NeighbourSlice> slices(int64_t from_ms, int64_t to_ms, double ns) {
     return out;
 }
 
-Cell step(const std::string& rate, const std::string& pattern, const std::string& mode, int64_t from_ms, int64_t to_ms) {
+Cell step(const std::string& rate, const std::string& pattern, const std::string& mode, int64_t from_ms, int64_t to_ms,
+          int round = -1) {
     Cell c;
     c.pattern = pattern;
     c.mode = mode;
@@ -35,6 +38,8 @@ Cell step(const std::string& rate, const std::string& pattern, const std::string
     c.extra["run"] = 0;
     c.pace = Pace{rate, uint32_t(to_ms - from_ms), true, 10, 0, uint64_t(to_ms - from_ms) * 1000000, from_ms * kMs, to_ms * kMs};
     if (rate != "idle") c.tsc = {100, 110, 120};
+    c.pace->round = round;
+    c.pace->slot = uint32_t(from_ms / 1000);
     return c;
 }
 
@@ -67,13 +72,76 @@ TEST(NeighbourResults, WindowsAreComparedWithTheIdleStepsOfTheirMode) {
     EXPECT_NEAR(w[1]["effect"]["slowdown"]["estimate"].get<double>(), 2.5, 0.05);
     EXPECT_TRUE(w[1]["effect"]["significant"].get<bool>());
     EXPECT_EQ(w[1]["verdict"], "slower, beyond idle drift");
-    EXPECT_EQ(w[2]["verdict"], "no significant effect");
+    EXPECT_EQ(w[1]["compared_with"], json::array({"idle"})) << "the idle step before it; none after";
+    EXPECT_EQ(w[2]["verdict"], "no effect beyond idle drift");
     EXPECT_NEAR(w[2]["effect"]["slowdown"]["estimate"].get<double>(), 1.0, 1e-9);
     EXPECT_FALSE(w[2]["effect"]["significant"].get<bool>());
     EXPECT_NEAR(w[1]["achieved_hz"].get<double>(), 10.0, 1e-9);  // 10 ops in 1 s of guest TSC
+    // One round cannot confirm an effect: the step's verdict says so.
+    const json& steps = r[0]["steps"];
+    ASSERT_EQ(steps.size(), 2u);
     std::string table = neighbour_summary(r);
     EXPECT_NE(table.find("wbinvd@max"), std::string::npos);
-    EXPECT_NE(table.find("slower, beyond idle drift"), std::string::npos) << table;
+    EXPECT_NE(table.find("slower in its one round: unconfirmed"), std::string::npos) << table;
+}
+
+// Rounds: I A I B I, three times. A slows the neighbour in every round, B in none.
+std::pair<std::vector<NeighbourSlice>, std::vector<Cell>> rounds(double a_ns, double b_ns, double idle_trend_per_s) {
+    std::vector<NeighbourSlice> all;
+    std::vector<Cell> cells;
+    int64_t t = 0;
+    auto add = [&](const std::string& rate, const std::string& pattern, double ns, int round) {
+        // A load that grows steadily all run long: drift, not an effect of any step.
+        double base = 100 + idle_trend_per_s * double(t) / 1000;
+        auto s = slices(t, t + 500, ns * base / 100);
+        all.insert(all.end(), s.begin(), s.end());
+        cells.push_back(step(rate, pattern, "noncoherent", t, t + 500, round));
+        t += 500;
+    };
+    for (int r = 0; r < 3; ++r) {
+        add("idle", "nop", 100, r);
+        add("max", "wbinvd", a_ns, r);
+        add("idle", "nop", 100, r);
+        add("max", "clflush", b_ns, r);
+        add("idle", "nop", 100, r);
+    }
+    return {all, cells};
+}
+
+TEST(NeighbourResults, AnEffectInEveryRoundIsAVerdict) {
+    auto [all, cells] = rounds(250, 100, 0);
+    json r = neighbour_results(series_of(all), cells);
+    std::map<std::string, std::string> verdict;
+    for (const auto& st : r[0]["steps"]) verdict[st["step"].get<std::string>()] = st["verdict"].get<std::string>();
+    EXPECT_EQ(verdict["wbinvd@max"], "slower, in every round (3 of 3)");
+    EXPECT_EQ(verdict["clflush@max"].rfind("no effect beyond idle drift", 0), 0u) << verdict["clflush@max"];
+    for (const auto& w : r[0]["windows"])
+        if (!w["baseline"].get<bool>()) {
+            EXPECT_EQ(w["compared_with"].size(), 2u) << "an idle step on either side";
+            EXPECT_NE(w["label"].get<std::string>().find(":r"), std::string::npos) << "one name per round";
+        }
+}
+
+// Background load that rises all run long (another tenant ramping up) moves every step; each
+// step's own idle neighbours carry the same rise, so no step is called slower or faster.
+TEST(NeighbourResults, DriftIsNotAVerdict) {
+    auto [all, cells] = rounds(100, 100, 20);  // +20% per second: 150% over the run
+    json r = neighbour_results(series_of(all), cells);
+    for (const auto& st : r[0]["steps"])
+        EXPECT_EQ(st["verdict"].get<std::string>().rfind("no effect beyond idle drift", 0), 0u) << st.dump();
+}
+
+// Slices the neighbour lost its CPU in time the scheduler, not the caches: left out, and counted.
+TEST(NeighbourResults, PreemptedSlicesAreLeftOut) {
+    auto [all, cells] = rounds(100, 100, 0);
+    for (auto& s : all)
+        if ((s.start_ns / kMs) % 500 < 250 && (s.start_ns / kMs) / 500 % 3 == 1) s.chase_ns *= 5, s.preemptions = 3;  // a hog
+    json r = neighbour_results(series_of(all), cells);
+    size_t preempted = 0;
+    for (const auto& w : r[0]["windows"]) preempted += w["preempted_slices"].get<size_t>();
+    EXPECT_GT(preempted, 0u);
+    for (const auto& st : r[0]["steps"])
+        EXPECT_EQ(st["verdict"].get<std::string>().rfind("no effect beyond idle drift", 0), 0u) << st.dump();
 }
 
 TEST(NeighbourResults, AModeWithoutAnIdleStepSaysSoInsteadOfARatio) {
