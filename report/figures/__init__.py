@@ -1,8 +1,13 @@
-"""The figures, each written as NAME.svg and NAME.png.
+"""The figures, each written as NAME.svg and NAME.png, drawn in parallel processes.
 
 A figure is a function (job, notes) -> matplotlib Figure, or None when the results hold nothing for
-it; either way it appends to notes what a reader should know (what was left out and why)."""
+it; either way it appends to notes what a reader should know (what was left out and why). Drawing
+is most of a report's time and the figures are independent, so render() draws them in forked
+worker processes, one figure each."""
 
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 from . import cells, kvm, memtypes, neighbour, ratios, style
@@ -35,13 +40,29 @@ class Job:
     ratios: list
 
 
+_job = None  # the job, in a worker process
+
+
+def _adopt(job):
+    global _job
+    _job = job
+
+
+def _draw(name):
+    """In a worker: draw and save one figure; (drawn, notes)."""
+    notes = []
+    fig = FIGURES[name][0](_job, notes)
+    if fig is not None:
+        style.save(fig, _job.out, name)
+    return fig is not None, notes
+
+
 def render(job, names):
-    """Draws the named figures; [(name, written, notes)] in the order of names."""
-    out = []
-    for name in names:
-        notes = []
-        fig = FIGURES[name][0](job, notes)
-        if fig is not None:
-            style.save(fig, job.out, name)
-        out.append((name, fig is not None, notes))
-    return out
+    """Draws the named figures; [(name, written, notes)] in the order of names.
+
+    Workers are forked, so they share the loaded results instead of receiving a copy."""
+    workers = max(1, min(len(names), os.cpu_count() or 1))
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_adopt,
+                             initargs=(job,)) as pool:
+        futures = [pool.submit(_draw, name) for name in names]
+        return [(name, *future.result()) for name, future in zip(names, futures)]

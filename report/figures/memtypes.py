@@ -10,7 +10,7 @@ import numpy as np
 
 from ..analysis import memtype_groups, per_line
 from ..labels import cycles_label, size_label
-from .style import empty_panel, legend_below, log_limits, status_mark, ticks_125
+from .style import empty_panel, legend_below, log_limits, no_minor_ticks, status_mark, ticks_125
 
 # One colour per memory type, by its place in the pattern table.
 PALETTE = ["#3b6ea5", "#e3a33b", "#b23a3a", "#5a9a5a", "#8a5aa5", "#707070"]
@@ -102,3 +102,4 @@ def ns_axes(khz, axes):
                                                      lambda ns: np.asarray(ns, dtype=float) * per_ns))
         sec.set_ylabel(f"ns per line (TSC {khz / 1e6:.2f} GHz)", fontsize=8)
         ticks_125(sec.yaxis)
+        no_minor_ticks(sec)

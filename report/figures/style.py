@@ -1,5 +1,5 @@
 """What every figure shares: the look (rcParams, series colours), axes helpers, and save(), which
-writes a figure as SVG and PNG.
+writes a figure as SVG and PNG from one layout pass.
 
 Matplotlib runs headless (Agg): figures are files, there is no display on a build machine."""
 
@@ -12,8 +12,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 import numpy as np  # noqa: E402
 from matplotlib import ticker  # noqa: E402
+from matplotlib.transforms import Bbox  # noqa: E402
 
 from ..labels import size_label  # noqa: E402
+
+PAD_INCHES = 0.1
 
 plt.rcParams.update({
     "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 9,
@@ -29,9 +32,21 @@ def color(series):
 
 
 def save(fig, out, name):
-    """NAME.svg and NAME.png in out, cropped to what is drawn (the legends sit outside the axes)."""
+    """NAME.svg and NAME.png in out.
+
+    The layout engine (tight or constrained) keeps every artist inside the figure; only the legends
+    hang below it. So the crop is the figure plus its legends, known without measuring every tick
+    label again as savefig's bbox_inches="tight" would, once per file: that measuring costs as much
+    as drawing the figure."""
+    if fig.get_layout_engine() is not None:
+        fig.draw_without_rendering()  # constrained layout places the axes now...
+        fig.set_layout_engine(None)  # ...and not again in each savefig
+    renderer = fig.canvas.get_renderer()
+    legends = [legend.get_window_extent(renderer).transformed(fig.dpi_scale_trans.inverted()).padded(PAD_INCHES)
+               for legend in fig.legends]
+    crop = Bbox.union([fig.bbox_inches] + legends)
     for ext in ("svg", "png"):
-        fig.savefig(os.path.join(out, f"{name}.{ext}"), bbox_inches="tight")
+        fig.savefig(os.path.join(out, f"{name}.{ext}"), bbox_inches=crop)
     plt.close(fig)
 
 
@@ -73,7 +88,14 @@ def time_axis(ax, khz):
     sec = ax.secondary_yaxis("right", functions=(lambda c: np.asarray(c, dtype=float) / per_us,
                                                  lambda us: np.asarray(us, dtype=float) * per_us))
     sec.set_ylabel(f"µs (TSC {khz / 1e6:.2f} GHz)", fontsize=8)
-    sec.yaxis.set_minor_formatter(ticker.NullFormatter())
+    no_minor_ticks(sec)
+
+
+def no_minor_ticks(secondary):
+    """A secondary axis restates the left one in other units: its labelled ticks are what a reader
+    uses. Minor ticks there would double the figure's tick count, and ticks are most of the time
+    matplotlib spends laying a figure out."""
+    secondary.yaxis.set_minor_locator(ticker.NullLocator())
 
 
 def ticks_125(axis, label=lambda v: f"{v:g}"):
