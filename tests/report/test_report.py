@@ -2,6 +2,7 @@
 the file (or, for files without one, from FLUSHBENCH_BIN), a pattern the table lacks is still
 reported, and intervals are reproducible. Run by ctest (tests/CMakeLists.txt, ReportPackage)."""
 
+import importlib
 import json
 import os
 import subprocess
@@ -9,12 +10,15 @@ import sys
 import tempfile
 import unittest
 
-try:
-    import numpy as np
+for dependency in ("numpy", "scipy.stats", "matplotlib"):
+    try:
+        importlib.import_module(dependency)
+    except ImportError as exc:  # report_test.cc says how to install them
+        raise unittest.SkipTest(f"needs numpy, scipy and matplotlib: {exc}")
 
-    from report import model, stats
-except ImportError as exc:  # matplotlib, numpy or scipy missing: report_test.cc says how to install them
-    raise unittest.SkipTest(f"needs numpy, scipy and matplotlib: {exc}")
+import numpy as np  # noqa: E402
+
+from report import model, stats  # noqa: E402
 
 # Names and words no Python code knows: whatever the report shows of them came from the table.
 TABLE = [
