@@ -12,7 +12,7 @@ from matplotlib import ticker
 from matplotlib.lines import Line2D
 
 from ..labels import size_label
-from .style import (MODE_STYLE, color, empty_panel, footprint_axis, grid, legend_below, log_limits, no_samples_text,
+from .style import (MODE_STYLE, color, empty_panel, footprint_axis, grid, legend_below, log_y, no_samples_text,
                     status_mark, time_axis)
 
 # Above this many repetitions a cell's points are one raster image in the SVG: thousands of vector
@@ -80,8 +80,7 @@ def cost_panel(ax, r, p, khz, handles, dropped):
             if g and not g.has_samples:
                 status_mark(ax, f, g.status, color(s))
     footprint_axis(ax, fps)
-    ax.set_yscale("log")
-    log_limits(ax, ys)
+    log_y(ax, ys)
     ax.set_title(title, fontsize=9)
     ax.set_ylabel("net cost per repetition [TSC cycles]")
     time_axis(ax, khz)
@@ -156,8 +155,7 @@ def bars_panel(ax, r, p, fps, khz, handles):
     ax.set_xticklabels([size_label(f) for f in fps])
     ax.set_xlim(-0.5, len(fps) - 0.5)
     ax.set_xlabel("dirty footprint [bytes]" if fps != [0] else "(no footprint: one instruction)")
-    ax.set_yscale("log")
-    log_limits(ax, ys)
+    log_y(ax, ys)
     ax.set_title(title, fontsize=9)
     ax.set_ylabel("median net cost [TSC cycles]")
     ax.grid(axis="x", visible=False)

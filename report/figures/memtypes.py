@@ -10,7 +10,7 @@ import numpy as np
 
 from ..analysis import memtype_groups, per_line
 from ..labels import cycles_label, size_label
-from .style import empty_panel, legend_below, log_limits, no_minor_ticks, status_mark, ticks_125
+from .style import empty_panel, legend_below, log_y, no_minor_ticks, status_mark, ticks_125
 
 # One colour per memory type, by its place in the pattern table.
 PALETTE = ["#3b6ea5", "#e3a33b", "#b23a3a", "#5a9a5a", "#8a5aa5", "#707070"]
@@ -50,7 +50,7 @@ def memtypes(job, notes):
                 continue
             operation_panel(axes[i][j], r, s, op, fps, colors, handles, nonpositive)
             axes[i][j].set_title(title, fontsize=9)
-            log_limits(axes[i][j], ys)
+            log_y(axes[i][j], ys)
             ticks_125(axes[i][j].yaxis, cycles_label)
             if j == 0:
                 axes[i][j].set_ylabel("median net cost per 64-byte line\n[TSC cycles, log]")
@@ -88,7 +88,6 @@ def operation_panel(ax, r, s, op, fps, colors, handles, nonpositive):
     ax.set_xticklabels([size_label(f) for f in fps])
     ax.set_xlim(-0.5, len(fps) - 0.5)
     ax.set_xlabel("buffer footprint [bytes]")
-    ax.set_yscale("log")
     ax.grid(axis="x", visible=False)
 
 

@@ -71,12 +71,16 @@ def footprint_axis(ax, footprints):
     ax.set_xlabel("dirty footprint [bytes]")
 
 
-def log_limits(ax, values):
-    """Explicit log limits, whole decades: bars start at 0, which would make matplotlib tick down to
-    1e-300, and a range inside one decade would get a single labelled tick."""
+def log_y(ax, values):
+    """A log y axis with explicit limits, whole decades: bars start at 0, which would make matplotlib
+    tick down to 1e-300, and a range inside one decade would get a single labelled tick. Minor ticks
+    at 2 and 5: over the many decades a panel spans, 2 to 9 would be a band, and ticks are most of
+    the time matplotlib spends laying a figure out."""
+    ax.set_yscale("log")
     v = [x for x in values if x is not None and math.isfinite(x) and x > 0]
     if v:
         ax.set_ylim(10 ** math.floor(math.log10(min(v) / 1.5)), 10 ** math.ceil(math.log10(max(v) * 1.5)))
+    ax.yaxis.set_minor_locator(ticker.LogLocator(base=10, subs=(2, 5)))
     ax.yaxis.set_minor_formatter(ticker.NullFormatter())
 
 
