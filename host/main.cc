@@ -46,11 +46,18 @@ std::string joined_argv(int argc, char** argv) {
     return s;
 }
 
-// scripts/report.py draws with Debian's matplotlib, hence /usr/bin/python3 (see README).
+// The report package (report/, `python3 -m report`) draws with Debian's matplotlib and scipy, hence
+// /usr/bin/python3 (see README); -P keeps the working directory off its import path. FLUSHBENCH_BIN
+// names this binary, whose pattern table stands in for results files written without one.
 int run_report(const std::vector<std::string>& inputs, std::string out) {
     if (out.empty()) out = "plots/" + std::filesystem::path(inputs.front()).stem().string();
-    std::string script = std::string(FLUSHBENCH_SOURCE_DIR) + "/scripts/report.py";
-    std::vector<std::string> args = {"/usr/bin/python3", script};
+    std::string pythonpath = FLUSHBENCH_SOURCE_DIR;
+    if (const char* user = std::getenv("PYTHONPATH"); user && *user) pythonpath += std::string(":") + user;
+    setenv("PYTHONPATH", pythonpath.c_str(), 1);
+    std::error_code ec;
+    std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+    if (!ec) setenv("FLUSHBENCH_BIN", self.c_str(), 1);
+    std::vector<std::string> args = {"/usr/bin/python3", "-P", "-m", "report"};
     args.insert(args.end(), inputs.begin(), inputs.end());
     args.insert(args.end(), {"--out", out});
     std::vector<char*> argv;
@@ -58,7 +65,7 @@ int run_report(const std::vector<std::string>& inputs, std::string out) {
     argv.push_back(nullptr);
     std::fflush(nullptr);
     execv(argv[0], argv.data());
-    fmt::print(stderr, "flushbench: cannot run {}: {} (apt-get install python3-matplotlib)\n", argv[0], std::strerror(errno));
+    fmt::print(stderr, "flushbench: cannot run {}: {} (apt-get install python3-matplotlib python3-scipy)\n", argv[0], std::strerror(errno));
     return fb::kExitEnvironment;
 }
 

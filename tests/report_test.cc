@@ -1,5 +1,6 @@
-// scripts/report.py on a results file the real binary wrote: every figure README names is produced
-// (SVG and PNG), with report.md and report.html; unreadable input fails with one line.
+// The report package (report/, `python3 -m report`) on a results file the real binary wrote: every
+// figure README names is produced (SVG and PNG), with report.md and report.html; unreadable input
+// fails with one line; `flushbench report` runs the same package.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -19,7 +20,10 @@ namespace {
 namespace fs = std::filesystem;
 
 const std::string kPython = "/usr/bin/python3";
-const std::string kReport = std::string(FLUSHBENCH_SOURCE_DIR) + "/scripts/report.py";
+// As `flushbench report` runs it: the source tree on the import path, the binary for its pattern table.
+const std::string kReport = "PYTHONPATH=" + std::string(FLUSHBENCH_SOURCE_DIR) + " FLUSHBENCH_BIN=" +
+                            std::string(FLUSHBENCH_BIN) + " " + kPython + " -P -m report";
+const std::string kNeedsPython = "/usr/bin/python3 lacks matplotlib or scipy (apt-get install python3-matplotlib python3-scipy)";
 
 struct Result {
     int status = -1;
@@ -38,6 +42,8 @@ Result sh(const std::string& cmd) {
     return r;
 }
 
+bool python_ready() { return sh(kPython + " -c 'import matplotlib, numpy, scipy'").status == 0; }
+
 std::string slurp(const fs::path& p) {
     std::ifstream in(p);
     std::stringstream ss;
@@ -48,8 +54,8 @@ std::string slurp(const fs::path& p) {
 class Report : public ::testing::Test {
 protected:
     static void SetUpTestSuite() {
-        if (sh(kPython + " -c 'import matplotlib, numpy'").status != 0) {
-            skip_ = "/usr/bin/python3 lacks matplotlib (apt-get install python3-matplotlib)";
+        if (!python_ready()) {
+            skip_ = kNeedsPython;
             return;
         }
         dir_ = fs::temp_directory_path() / ("fb-report-" + std::to_string(getpid()));
@@ -76,7 +82,7 @@ const char* const kAlways[] = {"cost_vs_footprint", "modes_bars", "distributions
 
 TEST_F(Report, ProducesEveryFigureFromARealRun) {
     fs::path out = dir_ / "plots";
-    Result r = sh(kPython + " " + kReport + " " + results_.string() + " --out " + out.string());
+    Result r = sh(kReport + " " + results_.string() + " --out " + out.string());
     ASSERT_EQ(r.status, 0) << r.out;
     for (const char* name : kAlways)
         for (const char* ext : {".svg", ".png"}) {
@@ -109,11 +115,22 @@ TEST_F(Report, ProducesEveryFigureFromARealRun) {
     EXPECT_NE(page.find("<table>"), std::string::npos);
 }
 
+TEST_F(Report, FlushbenchReportRunsThePackage) {
+    // The same package, through the binary, which puts it on the import path and names itself.
+    fs::path out = dir_ / "cli";
+    Result r = sh(std::string(FLUSHBENCH_BIN) + " report " + results_.string() + " --out " + out.string());
+    ASSERT_EQ(r.status, 0) << r.out;
+    EXPECT_EQ(r.out.rfind("flushbench report: ", 0), 0u) << r.out;
+    for (const char* name : kAlways) EXPECT_TRUE(fs::exists(out / (std::string(name) + ".svg"))) << name;
+    EXPECT_TRUE(fs::exists(out / "report.md"));
+    EXPECT_TRUE(fs::exists(out / "report.html"));
+}
+
 TEST_F(Report, TwoRunsAddTheRatiosFigure) {
     // Two files (here the same run twice) are two series: ratios to the first, hosts side by side.
     fs::path copy = dir_ / "again.json", out = dir_ / "plots2";
     fs::copy_file(results_, copy, fs::copy_options::overwrite_existing);
-    Result r = sh(kPython + " " + kReport + " " + results_.string() + " " + copy.string() + " --out " + out.string());
+    Result r = sh(kReport + " " + results_.string() + " " + copy.string() + " --out " + out.string());
     ASSERT_EQ(r.status, 0) << r.out;
     EXPECT_TRUE(fs::exists(out / "ratios.svg"));
     EXPECT_TRUE(fs::exists(out / "ratios.png"));
@@ -122,16 +139,16 @@ TEST_F(Report, TwoRunsAddTheRatiosFigure) {
 
 TEST_F(Report, UnreadableInputIsOneLineAndNonZero) {
     fs::path out = dir_ / "bad";
-    Result missing = sh(kPython + " " + kReport + " " + (dir_ / "no-such.json").string() + " --out " + out.string());
+    Result missing = sh(kReport + " " + (dir_ / "no-such.json").string() + " --out " + out.string());
     EXPECT_NE(missing.status, 0);
-    EXPECT_EQ(missing.out.rfind("report.py: cannot read ", 0), 0u) << missing.out;
+    EXPECT_EQ(missing.out.rfind("flushbench report: cannot read ", 0), 0u) << missing.out;
     EXPECT_EQ(std::count(missing.out.begin(), missing.out.end(), '\n'), 1) << missing.out;
 
     fs::path junk = dir_ / "junk.json", plain = dir_ / "plain.json";
     std::ofstream(junk) << "{ not json";
     std::ofstream(plain) << R"({"context": {}, "benchmarks": []})";
     for (const auto& f : {junk, plain}) {
-        Result r = sh(kPython + " " + kReport + " " + f.string() + " --out " + out.string());
+        Result r = sh(kReport + " " + f.string() + " --out " + out.string());
         EXPECT_EQ(r.status, 2) << r.out;
         EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << r.out;
         EXPECT_NE(r.out.find(f.filename().string()), std::string::npos) << r.out;
@@ -144,8 +161,7 @@ TEST_F(Report, UnreadableInputIsOneLineAndNonZero) {
 class ReportOnARun : public ::testing::Test {
 protected:
     void SetUp() override {
-        if (sh(kPython + " -c 'import matplotlib, numpy'").status != 0)
-            GTEST_SKIP() << "/usr/bin/python3 lacks matplotlib (apt-get install python3-matplotlib)";
+        if (!python_ready()) GTEST_SKIP() << kNeedsPython;
         dir_ = fs::temp_directory_path() / ("fb-report-run-" + std::to_string(getpid()) + "-" +
                                             ::testing::UnitTest::GetInstance()->current_test_info()->name());
         fs::remove_all(dir_);
@@ -169,7 +185,7 @@ protected:
         return fs::exists(out) ? out : fs::path();
     }
     Result report(const fs::path& results, const fs::path& out) {
-        return sh(kPython + " " + kReport + " " + results.string() + " --out " + out.string());
+        return sh(kReport + " " + results.string() + " --out " + out.string());
     }
     static void expect_figure(const fs::path& out, const std::string& name) {
         for (const char* ext : {".svg", ".png"}) {
@@ -274,7 +290,8 @@ TEST_F(ReportMemtypes, DrawsCostPerLineAndWritesTheSection) {
     for (const char* op : {"read", "write", "rflush"})
         for (const char* mt : {"WB", "WC", "UC"})
             EXPECT_NE(md.find(std::string("| ") + op + " | " + mt + " | 4K | "), std::string::npos) << op << " " << mt << "\n" << md;
-    EXPECT_NE(md.find("| UC / WB [95% CI] | p | WC / WB [95% CI] | p |"), std::string::npos) << md;
+    // Each memory type against write-back, in the pattern table's order.
+    EXPECT_NE(md.find("| WC / WB [95% CI] | p | UC / WB [95% CI] | p |"), std::string::npos) << md;
     const auto& fb = doc["context"]["flushbench"];
     if (fb.contains("regime") && fb["regime"].contains("memtype") && fb["regime"]["memtype"].contains("expected")) {
         EXPECT_NE(md.find("expected regime: " + fb["regime"]["memtype"]["expected"].get<std::string>()), std::string::npos) << md;

@@ -1,0 +1,68 @@
+"""report.md and report.html: where the results came from (hosts, guest boots, command lines), every
+caveat, the figures, and the tables behind them, from one Doc rendered twice."""
+
+import datetime
+import os
+
+from .. import stats
+from ..figures import FIGURES
+from ..labels import fmt_ci, fmt_p, fmt_ratio, size_label
+from .caveats import caveats
+from .markup import Doc
+from .sections import memtype_section, neighbour_section
+from .tables import cell_rows, derived_rows, fingerprint_rows, guest_rows
+
+TITLE = "flushbench report"
+
+
+def write_report(r, out, written, notes, ratios):
+    """Writes both files into out; returns the caveats it listed."""
+    d = Doc()
+    d.h(1, TITLE)
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    d.p(f"Generated {now} by flushbench report from {', '.join(os.path.basename(p) for p in r.paths)}. "
+        "Costs are net TSC cycles per repetition: the measured bracket minus the guest's empty-bracket median. "
+        f"Medians carry {stats.LEVEL:.0%} percentile-bootstrap intervals ({stats.RESAMPLES} resamples, fixed seed).")
+    d.h(2, "Hosts")
+    d.table(["file", "host", "CPU", "microcode", "kernel", "LLC", "KVM flavour", "backend", "emulated", "date", "flushbench"], fingerprint_rows(r))
+    d.ul([f"{os.path.basename(p)}: {doc.get('context', {}).get('flushbench', {}).get('command_line', '?')}" for p, doc in zip(r.paths, r.docs)])
+    d.h(2, "Guest, per boot")
+    d.table(["file", "boot", "entry", "CPU (vendor family/model)", "hypervisor", "features", "TSC kHz", "PMU", "bracket overhead [cycles]", "end"], guest_rows(r))
+    d.h(2, "Caveats")
+    cav = caveats(r) + notes
+    d.ul(cav if cav else ["none"])
+    d.h(2, "Figures")
+    for name in written:
+        d.img(name, FIGURES[name][1])
+    cells_section(d, r)
+    if ratios:
+        d.h(2, "Ratios to the baseline series")
+        d.p("Baseline: the same backend and mode in an earlier file, else the same mode in an earlier file, else the first series "
+            "with the cell (as `flushbench compare`).")
+        d.table(["pattern", "footprint", "series", "baseline", "ratio", "95% CI", "p (Mann-Whitney)", "significant"],
+                [[x["pattern"], size_label(x["footprint"]), x["series"].label, x["baseline"].label, fmt_ratio(x["ratio"]), fmt_ci(x["ci"]),
+                  fmt_p(x["p"]), "yes" if x["p"] is not None and x["p"] < 0.05 else "no"] for x in ratios])
+    memtype_section(d, r)
+    neighbour_section(d, r)
+    with open(os.path.join(out, "report.md"), "w", encoding="utf-8") as f:
+        f.write(d.markdown())
+    with open(os.path.join(out, "report.html"), "w", encoding="utf-8") as f:
+        f.write(d.html(TITLE))
+    return cav
+
+
+def cells_section(d, r):
+    """The cell table, then the derived comparisons when the results have both sides."""
+    d.h(2, "Cells")
+    if not r.groups:
+        d.p("No (pattern, footprint) cells in these results" + (": only paced guest steps, which are in the Neighbour section." if r.paced else "."))
+    d.table(["pattern", "footprint", "series", "status", "n", "median [cycles]", "95% CI", "median time", "cycles/line",
+             "p5", "p95", "CV", "outliers"], cell_rows(r))
+    ncc, gn = derived_rows(r)
+    if ncc:
+        d.h(2, "Non-coherent / coherent")
+        d.table(["pattern", "footprint", "host", "backend", "ratio", "95% CI", "p (Mann-Whitney)"], ncc)
+    if gn:
+        d.h(2, "Guest / native and trap overhead")
+        d.p("Trap overhead = median guest cost - median native cost, in TSC cycles.")
+        d.table(["pattern", "footprint", "guest", "native", "ratio", "95% CI", "trap overhead", "95% CI", "p (Mann-Whitney)"], gn)

@@ -1,0 +1,150 @@
+"""What every figure shares: the look (rcParams, series colours), axes helpers, and save(), which
+writes a figure as SVG and PNG from one layout pass.
+
+Matplotlib runs headless (Agg): figures are files, there is no display on a build machine."""
+
+import math
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
+import numpy as np  # noqa: E402
+from matplotlib import ticker  # noqa: E402
+from matplotlib.transforms import Bbox  # noqa: E402
+
+from ..labels import size_label  # noqa: E402
+
+PAD_INCHES = 0.1
+
+plt.rcParams.update({
+    "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 9,
+    "xtick.labelsize": 8, "ytick.labelsize": 8, "figure.dpi": 100, "savefig.dpi": 150,
+    "axes.grid": True, "grid.alpha": 0.3, "svg.fonttype": "none",
+})
+
+MODE_STYLE = {"coherent": "-", "noncoherent": "--", "native": ":", "both": "-."}
+
+
+def color(series):
+    return plt.get_cmap("tab10")(series.index % 10)
+
+
+def save(fig, out, name):
+    """NAME.svg and NAME.png in out.
+
+    The layout engine (tight or constrained) keeps every artist inside the figure; only the legends
+    hang below it. So the crop is the figure plus its legends, known without measuring every tick
+    label again as savefig's bbox_inches="tight" would, once per file: that measuring costs as much
+    as drawing the figure."""
+    if fig.get_layout_engine() is not None:
+        fig.draw_without_rendering()  # constrained layout places the axes now...
+        fig.set_layout_engine(None)  # ...and not again in each savefig
+    renderer = fig.canvas.get_renderer()
+    legends = [legend.get_window_extent(renderer).transformed(fig.dpi_scale_trans.inverted()).padded(PAD_INCHES)
+               for legend in fig.legends]
+    crop = Bbox.union([fig.bbox_inches] + legends)
+    for ext in ("svg", "png"):
+        fig.savefig(os.path.join(out, f"{name}.{ext}"), bbox_inches=crop)
+    plt.close(fig)
+
+
+def grid(n, ncols):
+    ncols = max(1, min(ncols, n))
+    return math.ceil(n / ncols), ncols
+
+
+def footprint_axis(ax, footprints):
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_locator(ticker.FixedLocator(footprints))
+    # Neighbouring powers of two ("1M", "2M") collide at print size: label every tick at least
+    # two octaves from the last labelled one, the largest footprint always.
+    shown, last = set(), None
+    for f in sorted(footprints, reverse=True):
+        if last is None or math.log2(last) - math.log2(f) >= 2:
+            shown.add(f)
+            last = f
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: size_label(v) if int(round(v)) in shown else ""))
+    ax.xaxis.set_minor_locator(ticker.NullLocator())
+    ax.set_xlim(min(footprints) / 1.6, max(footprints) * 1.6)
+    ax.set_xlabel("dirty footprint [bytes]")
+
+
+def log_y(ax, values):
+    """A log y axis with explicit limits, whole decades: bars start at 0, which would make matplotlib
+    tick down to 1e-300, and a range inside one decade would get a single labelled tick. Minor ticks
+    at 2 and 5: over the many decades a panel spans, 2 to 9 would be a band, and ticks are most of
+    the time matplotlib spends laying a figure out."""
+    ax.set_yscale("log")
+    v = [x for x in values if x is not None and math.isfinite(x) and x > 0]
+    if v:
+        ax.set_ylim(10 ** math.floor(math.log10(min(v) / 1.5)), 10 ** math.ceil(math.log10(max(v) * 1.5)))
+    ax.yaxis.set_minor_locator(ticker.LogLocator(base=10, subs=(2, 5)))
+    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+
+
+def time_axis(ax, khz):
+    """A right-hand axis in µs from the vCPU's TSC rate, so a reader gets time as well as cycles."""
+    if not khz:
+        return
+    per_us = khz / 1e3
+    sec = ax.secondary_yaxis("right", functions=(lambda c: np.asarray(c, dtype=float) / per_us,
+                                                 lambda us: np.asarray(us, dtype=float) * per_us))
+    sec.set_ylabel(f"µs (TSC {khz / 1e6:.2f} GHz)", fontsize=8)
+    no_minor_ticks(sec)
+
+
+def no_minor_ticks(secondary):
+    """A secondary axis restates the left one in other units: its labelled ticks are what a reader
+    uses. Minor ticks there would double the figure's tick count, and ticks are most of the time
+    matplotlib spends laying a figure out."""
+    secondary.yaxis.set_minor_locator(ticker.NullLocator())
+
+
+def ticks_125(axis, label=lambda v: f"{v:g}"):
+    """1, 2, 5 per decade, labelled: a log axis spanning less than a decade otherwise gets one label."""
+    axis.set_major_locator(ticker.LogLocator(base=10, subs=(1, 2, 5)))
+    axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: label(v)))
+    axis.set_minor_formatter(ticker.NullFormatter())
+
+
+def empty_panel(ax, title, text):
+    ax.set_title(title, fontsize=9)
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=8, color="dimgrey", wrap=True)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+
+
+def status_mark(ax, x, text, color_):
+    """Why a cell has no point or bar (its status, or "≤0"), upright at the bottom of the panel."""
+    ax.annotate(text, (x, 0), xycoords=("data", "axes fraction"), xytext=(0, 3), textcoords="offset points",
+                ha="center", va="bottom", fontsize=7, rotation=90, color=color_)
+
+
+def no_samples_text(r, p, fps):
+    """One line per (status, reason): a panel has room for a few lines, not one per cell."""
+    groups = {}
+    for s in r.series:
+        for f in fps:
+            g = r.group(s, p, f)
+            if g and not g.has_samples:
+                fp_set, series = groups.setdefault((g.status, g.reasons()), (set(), set()))
+                fp_set.add(f)
+                series.add(s.label)
+    lines = []
+    for (status, why), (fp_set, series) in groups.items():
+        where = ", ".join(size_label(f) for f in sorted(fp_set))
+        who = ""
+        if 1 < len(r.series) != len(series):
+            who = f"\n  ({'; '.join(sorted(series))})" if len(series) <= 2 else f"\n  ({len(series)} of {len(r.series)} series)"
+        short = why if len(why) <= 42 else why[:40] + "…"
+        lines.append(f"{status} at {where}" + (f":\n  {short}" if short else "") + who)
+    return "no samples\n" + "\n".join(lines[:5]) + ("\n…" if len(lines) > 5 else "")
+
+
+def legend_below(fig, handles, labels, ncol=3, **kw):
+    # Outside the axes, below the figure: the crop in save() takes it in.
+    fig.legend(handles, labels, loc="upper center", ncol=min(ncol, len(labels)), frameon=False,
+               bbox_to_anchor=(0.5, 0.0), **kw)
