@@ -52,10 +52,10 @@
 #include <vector>
 
 #include "common/boot.h"
-#include "host/elf_image.h"
-#include "host/qemu_guest.h"
-#include "host/record_stream.h"
-#include "host/vmm_guest.h"
+#include "host/vmm/elf_image.h"
+#include "host/qemu/qemu_guest.h"
+#include "host/results/record_stream.h"
+#include "host/vmm/vmm_guest.h"
 
 #ifndef FB_BENCH_GUEST_IMAGE
 #error "FB_BENCH_GUEST_IMAGE (the guest ELF) must be defined by bench/CMakeLists.txt"

@@ -52,10 +52,10 @@
 #include "common/measure.h"
 #include "common/patterns.h"
 #include "common/x86/cpu.h"
-#include "host/native.h"
-#include "host/perf_counters.h"
-#include "host/runner.h"
-#include "host/statistics.h"
+#include "host/run/native.h"
+#include "host/counters/perf_counters.h"
+#include "host/run/runner.h"
+#include "host/results/statistics.h"
 
 namespace {
 

@@ -17,15 +17,15 @@
 
 #include "common/config.h"
 #include "common/patterns.h"
-#include "host/compare.h"
-#include "host/import_log.h"
-#include "host/matrix.h"
-#include "host/iso_image.h"
-#include "host/native.h"
-#include "host/probe.h"
-#include "host/regime.h"
-#include "host/results.h"
-#include "host/runner.h"
+#include "host/results/compare.h"
+#include "host/baremetal/import_log.h"
+#include "host/run/matrix.h"
+#include "host/baremetal/iso_image.h"
+#include "host/run/native.h"
+#include "host/env/probe.h"
+#include "host/env/regime.h"
+#include "host/results/results.h"
+#include "host/run/runner.h"
 
 namespace {
 

@@ -1,7 +1,7 @@
 // `flushbench compare` (host/compare.h): a known shift is flagged, identical distributions are not,
 // hosts merge side by side, and the verdicts agree with Google Benchmark's compare.py U test on
 // the very same files.
-#include "host/compare.h"
+#include "host/results/compare.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -16,7 +16,7 @@
 #include <sstream>
 #include <string>
 
-#include "host/results.h"
+#include "host/results/results.h"
 
 namespace fb {
 namespace {

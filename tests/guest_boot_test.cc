@@ -13,8 +13,8 @@
 
 #include "common/boot.h"
 #include "common/patterns.h"
-#include "host/qemu_guest.h"
-#include "host/record_stream.h"
+#include "host/qemu/qemu_guest.h"
+#include "host/results/record_stream.h"
 
 namespace fb {
 namespace {

@@ -18,12 +18,12 @@
 #include <vector>
 
 #include "common/boot.h"
-#include "host/elf_image.h"
-#include "host/kvm_stats.h"
-#include "host/kvm_vfio_device.h"
-#include "host/vcpu.h"
-#include "host/vm.h"
-#include "host/vmm_guest.h"
+#include "host/vmm/elf_image.h"
+#include "host/vmm/kvm_stats.h"
+#include "host/vmm/kvm_vfio_device.h"
+#include "host/vmm/vcpu.h"
+#include "host/vmm/vm.h"
+#include "host/vmm/vmm_guest.h"
 
 namespace fb {
 namespace {

@@ -19,11 +19,11 @@
 
 #include "common/boot.h"
 #include "common/wire.h"
-#include "host/elf_image.h"
-#include "host/kvm_exits.h"
-#include "host/kvm_trace.h"
-#include "host/tracepoint_format.h"
-#include "host/vmm_guest.h"
+#include "host/vmm/elf_image.h"
+#include "host/counters/kvm_exits.h"
+#include "host/counters/kvm_trace.h"
+#include "host/counters/tracepoint_format.h"
+#include "host/vmm/vmm_guest.h"
 
 namespace fb {
 namespace {

@@ -1,6 +1,6 @@
 // Matrix files (host/matrix.h): the shipped ones parse and expand as documented; every mistake in
 // a hand-written one names file:line:column and, where one is close, the word that was meant.
-#include "host/matrix.h"
+#include "host/run/matrix.h"
 
 #include <gtest/gtest.h>
 

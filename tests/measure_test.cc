@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "host/statistics.h"
+#include "host/results/statistics.h"
 
 namespace fb {
 namespace {

@@ -1,7 +1,7 @@
 // The rules that turn the kernel's answers into a verdict on a mode label (host/mode_evidence.h),
 // the VFIO attachment's refusals (host/vfio_attachment.h), and kprobes that say why they are not
 // there instead of counting zeros (host/kernel_probes.h).
-#include "host/mode_evidence.h"
+#include "host/evidence/mode_evidence.h"
 
 #include <fcntl.h>
 #include <unistd.h>

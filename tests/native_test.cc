@@ -27,14 +27,14 @@
 #include "common/patterns.h"
 #include "common/wire.h"
 #include "common/x86/cpu.h"
-#include "host/import_log.h"
-#include "host/iso_image.h"
-#include "host/native.h"
-#include "host/qemu_guest.h"
-#include "host/record_stream.h"
-#include "host/results.h"
-#include "host/runner.h"
-#include "host/statistics.h"
+#include "host/baremetal/import_log.h"
+#include "host/baremetal/iso_image.h"
+#include "host/run/native.h"
+#include "host/qemu/qemu_guest.h"
+#include "host/results/record_stream.h"
+#include "host/results/results.h"
+#include "host/run/runner.h"
+#include "host/results/statistics.h"
 
 namespace fb {
 namespace {

@@ -1,7 +1,7 @@
 // The neighbour's slices in results files: journal chunks back to slices, paced steps to windows,
 // each compared with the idle steps beside it, verdicts only from rounds that agree beyond the
 // drift between those idle steps, and the honest "cannot compare" when there is none.
-#include "host/neighbour_results.h"
+#include "host/neighbour/neighbour_results.h"
 
 #include <gtest/gtest.h>
 

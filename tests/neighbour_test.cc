@@ -1,6 +1,6 @@
 // The neighbour probe: its chase order, a real run's slices, its refusals, and the window
 // analysis on synthetic slices. No assertion depends on how fast this machine is.
-#include "host/neighbour.h"
+#include "host/neighbour/neighbour.h"
 
 #include <gtest/gtest.h>
 
@@ -14,7 +14,7 @@
 #include <thread>
 #include <vector>
 
-#include "host/vcpu.h"
+#include "host/vmm/vcpu.h"
 
 namespace fb {
 namespace {

@@ -17,8 +17,8 @@
 #include <string>
 #include <thread>
 
-#include "host/pcm_sidecar.h"
-#include "host/perf_counters.h"
+#include "host/counters/pcm_sidecar.h"
+#include "host/counters/perf_counters.h"
 
 namespace fb {
 namespace {

@@ -1,8 +1,8 @@
 // probe_host() must tell the truth about the machine it runs on. Each test here looks at the
 // machine itself, independently of probe.cc, and checks the probe agrees; nothing machine-specific
 // is hard-coded, so the same tests hold on a VMX, SVM or PVM host, with or without VFIO.
-#include "host/probe.h"
-#include "host/regime.h"
+#include "host/env/probe.h"
+#include "host/env/regime.h"
 
 #include <fcntl.h>
 #include <linux/kvm.h>

@@ -19,7 +19,7 @@
 //   st.bootstrap((x,), np.median, method='percentile', n_resamples=100000, random_state=1, vectorized=True, axis=-1)
 //   st.bootstrap((y, x), lambda a, b, axis=-1: np.median(a, axis=axis) / np.median(b, axis=axis), ...)
 //   st.bootstrap((y, x), lambda a, b, axis=-1: np.median(a, axis=axis) - np.median(b, axis=axis), ...)
-#include "host/statistics.h"
+#include "host/results/statistics.h"
 
 #include <gtest/gtest.h>
 

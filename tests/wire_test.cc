@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "host/record_stream.h"
+#include "host/results/record_stream.h"
 
 namespace fb {
 namespace {

@@ -5,7 +5,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "host/import_log.h"
+#include "host/baremetal/import_log.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     fb::ImportResult r = fb::import_serial_log(std::string(reinterpret_cast<const char*>(data), size));

@@ -6,7 +6,7 @@
 #include <string_view>
 
 #include "common/wire.h"
-#include "host/record_stream.h"
+#include "host/results/record_stream.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::string_view bytes(reinterpret_cast<const char*>(data), size);
