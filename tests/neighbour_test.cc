@@ -14,7 +14,7 @@
 #include <thread>
 #include <vector>
 
-#include "host/vmm/vcpu.h"
+#include "host/sys/cpus.h"
 
 namespace fb {
 namespace {

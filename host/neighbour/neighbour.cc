@@ -25,9 +25,9 @@
 #include <fmt/format.h>
 
 #include "common/x86/cpu.h"
-#include "host/vmm/vcpu.h"
-#include "host/vfio/vfio_sysfs.h"
-#include "host/vmm/vm.h"
+#include "host/sys/cpus.h"
+#include "host/sys/fd.h"
+#include "host/sys/sysfs.h"
 
 namespace fb {
 using nlohmann::json;
@@ -167,10 +167,7 @@ struct Neighbour::State {
     // Pinned first, so the buffer's pages are faulted in (and placed) on the neighbour's CPU.
     Mapping prepare(std::byte*& base) {
         int cpu = options.cpu;
-        cpu_set_t set;
-        CPU_ZERO(&set);
-        CPU_SET(size_t(cpu), &set);
-        if (int err = pthread_setaffinity_np(pthread_self(), sizeof set, &set); err != 0)
+        if (int err = try_pin(0, cpu); err != 0)
             throw std::runtime_error(fmt::format("cannot pin the neighbour to CPU {} ({}): {}", cpu,
                                                  err == EINVAL ? "not allowed or offline" : std::strerror(err),
                                                  choose_cpu_hint()));
