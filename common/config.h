@@ -273,6 +273,99 @@ inline ConfigError parse_config(Str cmdline, Config& c) {
     return {};
 }
 
+namespace config_detail {
+
+inline void put_footprint(FixedWriter& w, const FootprintSpec& f) {
+    if (f.llc_times) return w.put_u64(f.llc_times), w.put("xLLC");
+    // The largest exact suffix keeps the line short and as a person would write it.
+    static constexpr struct { uint64_t unit; char suffix; } kUnits[] = {{1ull << 30, 'G'}, {1ull << 20, 'M'}, {1ull << 10, 'K'}};
+    for (const auto& u : kUnits)
+        if (f.bytes && f.bytes % u.unit == 0) return w.put_u64(f.bytes / u.unit), w.put(u.suffix);
+    w.put_u64(f.bytes);
+}
+
+inline void put_key(FixedWriter& w, const char* key) {
+    if (w.size()) w.put(' ');
+    w.put(Str(key)), w.put('=');
+}
+
+inline void put_count(FixedWriter& w, const char* key, uint64_t v) { put_key(w, key), w.put_u64(v); }
+
+}  // namespace config_detail
+
+// The one way a Config becomes a command line: parse_config(format_config(c)) gives back c
+// (same_config below). The host builds a Config once and sends every boot its own copy this way.
+inline void format_config(const Config& c, FixedWriter& w) {
+    using namespace config_detail;
+    put_key(w, "patterns");
+    if (!c.pattern_count) w.put("none");
+    for (size_t i = 0; i < c.pattern_count; ++i) {
+        if (i) w.put(',');
+        w.put(Str(kPatterns[c.pattern_order[i]].name));
+    }
+    put_key(w, "footprints");
+    for (size_t i = 0; i < c.footprint_count; ++i) {
+        if (i) w.put(',');
+        put_footprint(w, c.footprints[i]);
+    }
+    put_count(w, "reps", c.reps), put_count(w, "warmup", c.warmup), put_count(w, "min_reps", c.min_reps);
+    put_count(w, "target", c.target_permille), put_count(w, "budget_ms", c.budget_ms);
+    put_count(w, "phases", c.phases), put_count(w, "from", c.from);
+    bool first_skip = true;
+    for (size_t i = 0; i < kPatternCount; ++i) {
+        if (!c.skipped[i]) continue;
+        if (first_skip) put_key(w, "skip");
+        else w.put(',');
+        first_skip = false;
+        w.put(Str(kPatterns[i].name)), w.put(':'), w.put(Str(c.skip_reason[i]));
+    }
+    if (!c.pmu) put_key(w, "pmu"), w.put("off");
+    if (c.pace_count) {
+        put_key(w, "pace");
+        for (size_t i = 0; i < c.pace_count; ++i) {
+            const PaceStep& s = c.pace[i];
+            if (i) w.put(',');
+            if (s.idle) w.put("idle");
+            else {
+                w.put(Str(kPatterns[s.pattern].name)), w.put('@');
+                if (s.rate_hz) w.put_u64(s.rate_hz);
+                else w.put("max");
+            }
+            w.put(':'), w.put_u64(s.ms);
+        }
+    }
+    put_key(w, "pace_footprint"), put_footprint(w, c.pace_footprint);
+    put_count(w, "pace_rounds", c.pace_rounds), put_count(w, "pace_seed", c.pace_seed);
+    if (c.tsc_khz) put_count(w, "tsc_khz", c.tsc_khz);
+    if (c.mask_width != 1) put_count(w, "mask_width", c.mask_width);
+    if (c.inject != Inject::none) {
+        static constexpr const char* kInjectNames[] = {"none", "hang", "triple_fault", "flood", "panic"};
+        put_key(w, "inject"), w.put(Str(kInjectNames[size_t(c.inject)])), w.put('@'), w.put_u64(c.inject_cell);
+    }
+}
+
+// Equal as configurations: what parse_config leaves past a list's count does not matter.
+inline bool same_config(const Config& a, const Config& b) {
+    auto same_fp = [](const FootprintSpec& x, const FootprintSpec& y) { return x.bytes == y.bytes && x.llc_times == y.llc_times; };
+    if (a.pattern_count != b.pattern_count || a.footprint_count != b.footprint_count || a.pace_count != b.pace_count) return false;
+    for (size_t i = 0; i < a.pattern_count; ++i)
+        if (a.pattern_order[i] != b.pattern_order[i]) return false;
+    for (size_t i = 0; i < a.footprint_count; ++i)
+        if (!same_fp(a.footprints[i], b.footprints[i])) return false;
+    for (size_t i = 0; i < a.pace_count; ++i) {
+        const PaceStep &x = a.pace[i], &y = b.pace[i];
+        if (x.pattern != y.pattern || x.rate_hz != y.rate_hz || x.ms != y.ms || x.idle != y.idle) return false;
+    }
+    for (size_t i = 0; i < kPatternCount; ++i) {
+        if (a.skipped[i] != b.skipped[i]) return false;
+        if (a.skipped[i] && !(Str(a.skip_reason[i]) == Str(b.skip_reason[i]))) return false;
+    }
+    return a.reps == b.reps && a.warmup == b.warmup && a.min_reps == b.min_reps && a.target_permille == b.target_permille &&
+           a.budget_ms == b.budget_ms && a.phases == b.phases && a.from == b.from && a.pmu == b.pmu && a.inject == b.inject &&
+           (a.inject == Inject::none || a.inject_cell == b.inject_cell) && same_fp(a.pace_footprint, b.pace_footprint) &&
+           a.pace_rounds == b.pace_rounds && a.pace_seed == b.pace_seed && a.tsc_khz == b.tsc_khz && a.mask_width == b.mask_width;
+}
+
 // The paced steps of a phase, in the order they run. With pace_rounds = 0, the steps as listed.
 // With R rounds (what a neighbour needs: drift between two far-apart idle steps must not read as an
 // effect), each round runs the active steps in an order shuffled with pace_seed and the round, an

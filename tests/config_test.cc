@@ -10,6 +10,49 @@ namespace {
 
 std::string name_at(const Config& c, size_t i) { return kPatterns[c.pattern_order[i]].name; }
 
+std::string formatted(const Config& c) {
+    char buf[4096];
+    FixedWriter w(buf, sizeof buf);
+    format_config(c, w);
+    EXPECT_FALSE(w.overflowed());
+    return std::string(buf, w.size());
+}
+
+// The host serialises the parsed Config for every boot; what the guest parses back must be it.
+class ConfigRoundTrip : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(ConfigRoundTrip, FormatThenParseGivesTheSameConfig) {
+    Config c;
+    ASSERT_EQ(parse_config(GetParam(), c).message, nullptr);
+    std::string line = formatted(c);
+    Config back;
+    ConfigError e = parse_config(Str(line.c_str()), back);
+    ASSERT_EQ(e.message, nullptr) << e.message << " in: " << line;
+    EXPECT_TRUE(same_config(c, back)) << GetParam() << " -> " << line;
+    EXPECT_EQ(formatted(back), line);  // a fixed point: formatting is canonical
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Lines, ConfigRoundTrip,
+    ::testing::Values("", "patterns=none pace=idle:100,wbinvd@max:200", "patterns=memtypes footprints=0,1,4K,3M,5G,2xLLC",
+                      "patterns=wbinvd,clflush reps=7 warmup=0 min_reps=7 target=0 budget_ms=250 phases=3 from=5 pmu=off",
+                      "skip=clwb:hangs-here,wbinvd tsc_khz=2445000 mask_width=4 inject=flood@3",
+                      "pace=idle:2000,wbinvd@100:2000,clflush@max:1000 pace_footprint=1xLLC pace_rounds=3 pace_seed=18446744073709551615",
+                      "patterns=all patterns=nop footprints=0,4K footprints=1M"));
+
+TEST(Config, SameConfigSeesEveryField) {
+    Config a, b;
+    ASSERT_EQ(parse_config("", a).message, nullptr);
+    ASSERT_EQ(parse_config("", b).message, nullptr);
+    EXPECT_TRUE(same_config(a, b));
+    for (const char* change : {"reps=30", "warmup=2", "min_reps=4", "target=5", "budget_ms=1", "phases=2", "from=1", "pmu=off",
+                               "skip=nop:x", "pace=idle:10", "pace_footprint=8K", "pace_rounds=1", "pace_seed=2", "tsc_khz=1000",
+                               "mask_width=2", "inject=hang@0", "patterns=nop", "footprints=0"}) {
+        ASSERT_EQ(parse_config(change, b).message, nullptr) << change;
+        EXPECT_FALSE(same_config(a, b)) << change;
+    }
+}
+
 TEST(Config, DefaultsRunEveryPatternOverTheDefaultFootprints) {
     Config c;
     ConfigError e = parse_config("", c);

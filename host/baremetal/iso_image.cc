@@ -178,7 +178,7 @@ void build_iso(const std::string& guest_elf, const std::string& cmdline, const s
 }
 
 std::string image_cmdline(const RunOptions& o) {
-    std::string cmdline = guest_config(o, o.skip);
+    std::string cmdline = config_line(guest_config(o));
     grub_cfg(cmdline);  // validates
     return cmdline;
 }

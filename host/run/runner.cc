@@ -56,16 +56,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-struct UsageError : std::runtime_error {
-    using std::runtime_error::runtime_error;
-};
-struct EnvironmentError : std::runtime_error {
-    using std::runtime_error::runtime_error;
-};
-// The kernel's evidence contradicts a phase's mode label: the run stops (exit 3).
-struct ModeContradiction : EnvironmentError {
-    using EnvironmentError::EnvironmentError;
-};
 
 // One open attachment per VFIO file for the whole process: a group opens once, and every run of a
 // matrix, and every boot of a run, attaches the same file to its own VM.
@@ -197,13 +187,25 @@ void place_neighbour(const RunOptions& o, Plan& plan) {
 
 }  // namespace
 
-std::string guest_config(const RunOptions& o, const std::string& skip) {
+Config guest_config(const RunOptions& o) {
     std::string s = fmt::format("patterns={} footprints={} reps={} warmup={} min_reps={} target={} budget_ms={}", o.patterns,
                                 o.footprints, o.reps, o.warmup, o.min_reps, o.target_permille, o.budget_ms);
-    if (!skip.empty()) s += " skip=" + skip;
+    if (!o.skip.empty()) s += " skip=" + o.skip;
     if (!o.pace.empty()) s += fmt::format(" pace={} pace_footprint={} pace_rounds={}", o.pace, o.pace_footprint, o.pace_rounds);
     if (o.dirty_mask > 1) s += fmt::format(" mask_width={}", o.dirty_mask);
-    return s;
+    if (!o.inject.empty()) s += " inject=" + o.inject;
+    Config c;
+    ConfigError err = parse_config(Str(s.c_str()), c);
+    if (err.message) throw UsageError(fmt::format("{}: '{}'", err.message, std::string(err.token.p, err.token.n)));
+    return c;
+}
+
+std::string config_line(const Config& c) {
+    char buf[4096];
+    FixedWriter w(buf, sizeof buf);
+    format_config(c, w);
+    if (w.overflowed()) throw UsageError("the guest configuration is longer than 4096 characters: fewer patterns, footprints or pace steps");
+    return std::string(buf, w.size());
 }
 
 namespace {
@@ -235,9 +237,8 @@ Plan make_plan(const RunOptions& o) {
     if (plan.backend == "native") {  // host user space: flushbench-native over the same table
         if (!o.pace.empty() || !o.neighbour.empty())
             throw UsageError("--pace and --neighbour need a guest: use --backend kvm, qemu-kvm or qemu-tcg");
-        plan.cmdline = guest_config(o, o.skip);
-        ConfigError err = parse_config(Str(plan.cmdline.c_str()), plan.config);
-        if (err.message) throw UsageError(fmt::format("{}: '{}'", err.message, std::string(err.token.p, err.token.n)));
+        plan.config = guest_config(o);
+        plan.cmdline = config_line(plan.config);
         if (::access(default_native_binary().c_str(), X_OK) != 0)
             throw EnvironmentError(fmt::format("{} not found: build it with `cmake --build build`", default_native_binary()));
         plan.boots = {{{"native", "native"}}};
@@ -258,9 +259,8 @@ Plan make_plan(const RunOptions& o) {
     if (o.migrate_ms && plan.backend != "kvm") throw UsageError("--migrate-ms needs --backend kvm (QEMU's vCPU threads are its own)");
 
     // The guest's configuration, checked with the guest's own parser.
-    plan.cmdline = guest_config(o, o.skip);
-    ConfigError err = parse_config(Str(plan.cmdline.c_str()), plan.config);
-    if (err.message) throw UsageError(fmt::format("{}: '{}'", err.message, std::string(err.token.p, err.token.n)));
+    plan.config = guest_config(o);
+    plan.cmdline = config_line(plan.config);
     if (cells_per_phase(plan.config) == 0) throw UsageError("nothing to run: --patterns none needs --pace steps");
     if (!o.neighbour.empty()) {
         if (o.pace.empty()) throw UsageError("--neighbour needs guest phases to compare: give --pace (e.g. idle:2000,wbinvd@max:2000)");
@@ -649,6 +649,17 @@ json stats_delta(const KvmStats& before, const KvmStats& after) {
 
 // One boot on the built-in VMM. Records arrive with the vCPU stopped, so phase changes and KVM
 // statistics snapshots happen between two guest instructions.
+// A pattern whose cell hung or crashed is not run again in this run (the next boot skips it).
+void skip_after_failure(Config& c, const Cell& failed) {
+    const Pattern* p = find_pattern(Str(failed.pattern.c_str()));
+    if (!p) return;
+    size_t i = size_t(p - kPatterns);
+    if (c.skipped[i]) return;
+    const char* why = failed.status == CellStatus::hung ? "hung-earlier-in-this-run" : "crashed-earlier-in-this-run";
+    c.skipped[i] = true;
+    std::snprintf(c.skip_reason[i], sizeof c.skip_reason[i], "%s", why);
+}
+
 BootEnd boot_kvm(const Plan& plan, const RunOptions& o, const std::vector<Phase>& phases, const std::string& cmdline,
                  RecordStream& stream, json& boot_facts, uint64_t& tsc_khz, json& cell_extra, ModeWitness& witness,
                  const std::function<void(const std::string&)>& contradicted) {
@@ -789,24 +800,24 @@ json calibration_json(const RecordStream::Calibration& cal) {
 void run_boot_group(const Plan& plan, const RunOptions& o, const std::vector<Phase>& phases, CellSink& sink, json& boots_log,
                     const std::vector<Cell>& already, uint32_t run_index) {
     uint32_t from = 0, cells_total = cells_per_phase(plan.config) * uint32_t(phases.size());
-    std::string skips = o.skip;
+    Config boot_config = plan.config;  // each boot gets this, with its phases, first cell and skips
     // Resuming: this group's cells in the journal are its first ones, in id order; patterns that
     // hung or crashed stay skipped.
     for (const auto& c : already) {
         if (c.extra.value("run", 0u) != run_index) continue;
         if (std::none_of(phases.begin(), phases.end(), [&](const Phase& p) { return p.label == c.mode; })) continue;
         ++from;
-        if ((c.status == CellStatus::hung || c.status == CellStatus::crashed) && skips.find(c.pattern) == std::string::npos)
-            skips += (skips.empty() ? "" : ",") + c.pattern + ":" + (c.status == CellStatus::hung ? "hung" : "crashed") + "-earlier-in-this-run";
+        if (c.status == CellStatus::hung || c.status == CellStatus::crashed) skip_after_failure(boot_config, c);
     }
     uint64_t tsc_khz = plan.tsc_khz;
     // Paced steps keep their rates, and cells their time budgets, by the TSC rate the host knows,
     // not a guest guess (CPUID often has none).
     uint64_t guest_khz = plan.tsc_khz ? plan.tsc_khz : native_tsc_rate().khz;
     while (from < cells_total && !g_interrupted.load()) {
-        std::string cmdline = guest_config(o, skips) + fmt::format(" phases={} from={}", phases.size(), from);
-        if (!o.inject.empty()) cmdline += " inject=" + o.inject;
-        if (guest_khz) cmdline += fmt::format(" tsc_khz={}", guest_khz);
+        boot_config.phases = uint32_t(phases.size());
+        boot_config.from = from;
+        boot_config.tsc_khz = guest_khz;
+        std::string cmdline = config_line(boot_config);
         RecordStream stream;
         json facts = {{"cmdline", cmdline}}, cell_extra = json::object();
         // The kernel's evidence for this boot's mode labels. On the kvm backend the probes count
@@ -895,9 +906,7 @@ void run_boot_group(const Plan& plan, const RunOptions& o, const std::vector<Pha
             if (stream.guest_error()) culprit.reason += " (" + *stream.guest_error() + ")";
         }
         sink.add(culprit, phases.at(std::min<size_t>(culprit.phase, phases.size() - 1)), tsc_khz);
-        std::string why = culprit.status == CellStatus::hung ? "hung-earlier-in-this-run" : "crashed-earlier-in-this-run";
-        if (skips.find(culprit.pattern + ":") == std::string::npos && skips.find(culprit.pattern) == std::string::npos)
-            skips += (skips.empty() ? "" : ",") + culprit.pattern + ":" + why;
+        skip_after_failure(boot_config, culprit);
     }
 }
 

@@ -11,18 +11,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/config.h"
+#include "host/exit_status.h"
 #include "host/results/cell.h"
 
 namespace fb {
-
-// Exit codes of `flushbench run` (and the other subcommands where they apply).
-enum ExitStatus : int {
-    kExitOk = 0,           // every cell ok, unsupported or skipped
-    kExitCellsFailed = 1,  // some cells hung, crashed, faulted or came back corrupt
-    kExitUsage = 2,        // bad usage or input
-    kExitEnvironment = 3,  // this host lacks what was asked for
-    kExitInterrupted = 130,
-};
 
 struct RunOptions {
     std::string backend = "auto";            // auto, kvm, qemu-kvm, qemu-tcg
@@ -81,8 +74,10 @@ int resume_benchmark(const std::string& journal, bool quiet);
 inline constexpr const char* kDefaultPace = "idle:400,wbinvd@100:400,wbinvd@10000:400,wbinvd@max:400,clflush@max:400";
 inline constexpr uint32_t kDefaultPaceRounds = 3;
 
-// The guest's command line for a run (common/config.h), with `skip` in place of o.skip.
-std::string guest_config(const RunOptions& o, const std::string& skip);
+// The guest's configuration for a run, checked by the guest's own parser (UsageError naming the
+// offending token), and the one way it becomes a guest command line (format_config).
+Config guest_config(const RunOptions& o);
+std::string config_line(const Config& c);
 
 // The guest image built with this flushbench (build/guest/flushbench-guest.elf).
 std::string default_guest_image();
