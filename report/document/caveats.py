@@ -74,10 +74,12 @@ def cell_caveats(r):
         out.append(f"guest PMU counters unavailable in {n} cells: {reason} (cycles, instructions and LLC misses are missing).")
     if unknown_rate:
         out.append(f"{len(unknown_rate)} cells have no TSC rate: their times are TSC cycles only, no ns.")
-    for g in r.groups.values():
-        if g.has_samples and g.median <= 0:
-            out.append(f"{g.pattern} {size_label(g.footprint)} on {g.series.label}: median net cost {g.median:.0f} cycles, at or below the "
-                       "measured empty bracket: below what this bracket resolves.")
+    below = [g for g in r.groups.values() if g.below_floor]
+    if below:
+        names = [f"{g.pattern} {size_label(g.footprint)} on {g.series.label}" for g in below]
+        out.append(f"{len(below)} cells cost less than this host can resolve (their median is within the timing floor, or half their own "
+                   "95% interval, of zero): shown as \"below floor (±X cycles)\" and drawn at the floor, not as numbers ("
+                   + ", ".join(names[:6]) + (" ..." if len(names) > 6 else "") + ").")
     return out
 
 

@@ -6,8 +6,8 @@ import math
 import os
 
 from .. import neighbour as nb
-from .. import stats
-from ..analysis import memtype_groups, per_line
+from .. import stats, timing
+from ..analysis import lines_of, memtype_groups, per_line
 from ..labels import fmt_ci, fmt_interval, fmt_num, fmt_p, num, size_label
 
 
@@ -49,6 +49,10 @@ def memtype_row(s, op, mt, f, g):
     if not g.has_samples:
         reason = g.reasons()
         return [op, mt.upper(), size_label(f), s.label, g.status + (f" ({reason})" if reason else ""), 0, "n/a", "n/a", "n/a"]
+    if g.below_floor:
+        lines = lines_of(g) or 1
+        return [op, mt.upper(), size_label(f), s.label, g.status, len(g.net), timing.below_floor_text(g.resolution / lines, "/line"),
+                "-", "-"]
     med, lo, hi = per_line(g)
     khz = next(iter(s.tsc_khz)) if len(s.tsc_khz) == 1 else None
     return [op, mt.upper(), size_label(f), s.label, g.status, len(g.net), fmt_num(med, ".1f"),
@@ -71,6 +75,9 @@ def memtype_ratios(d, r, grid):
                     g = r.group(s, grid.pattern(op, mt), f) if grid.pattern(op, mt) else None
                     if g is None or len(g.net) < 2 or len(gb.net) < 2:
                         row += ["n/a", "n/a"]
+                        continue
+                    if g.below_floor or gb.below_floor:
+                        row += ["n/a (below floor)", "-"]
                         continue
                     est, ci = stats.ratio_ci(g.net, gb.net)
                     pv = stats.u_test(g.net, gb.net)

@@ -12,9 +12,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 import numpy as np  # noqa: E402
 from matplotlib import ticker  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.transforms import Bbox  # noqa: E402
 
 from ..labels import size_label  # noqa: E402
+from ..timing import bound_text  # noqa: E402
 
 PAD_INCHES = 0.1
 
@@ -26,9 +28,35 @@ plt.rcParams.update({
 
 MODE_STYLE = {"coherent": "-", "noncoherent": "--", "native": ":", "both": "-."}
 
+# A cost below the timing floor is never a point on a cost axis: a hollow downward triangle at the
+# floor level (the bound "below floor (±X cycles)" prints), which says "somewhere under here".
+BELOW_FLOOR = dict(marker="v", ms=7, mfc="white", mew=1.4, ls="none")
+BELOW_FLOOR_LABEL = "below floor: drawn at the floor (±X cycles), not a cost"
+
 
 def color(series):
     return plt.get_cmap("tab10")(series.index % 10)
+
+
+def line_style(series):
+    """The mode's line style; a mode with a placement or mask ("noncoherent+mask2") takes its base mode's."""
+    return MODE_STYLE.get(series.mode.split("+")[0], "-")
+
+
+def below_floor_handle():
+    return Line2D([], [], color="black", **BELOW_FLOOR)
+
+
+def below_floor_mark(ax, x, g, color_):
+    """A group below the timing floor at x: the marker at its bound, or, without a positive bound,
+    the words at the bottom of the panel. Returns the y drawn at (for the axis limits), or None."""
+    if math.isfinite(g.resolution) and g.resolution > 0:
+        ax.plot(x, g.resolution, color=color_, zorder=4, **BELOW_FLOOR)
+        ax.annotate(f"below floor\n({bound_text(g.resolution)})", (x, g.resolution), xytext=(0, -7), textcoords="offset points",
+                    ha="center", va="top", fontsize=6, color=color_)
+        return g.resolution
+    status_mark(ax, x, "below floor", color_)
+    return None
 
 
 def save(fig, out, name):

@@ -1,0 +1,83 @@
+"""Whether the timings can be trusted, as flushbench says it: each repetition's net cost from its
+estimator, and the timing floor below which a cost cannot be told from zero.
+
+- net cost: schema 5 cells carry `measure` {method, k, ref}: a repetition costs (tsc - ref) / k,
+  signed (it may be below zero). Older cells, and paced steps, subtract the guest's empty-bracket
+  median (`tsc_overhead`). host/statistics.h net_cycles.
+- below floor: a median at most max(floor, half its own 95% interval) is shown as
+  "below floor (±X cycles)", never as a number (host/statistics.h read_cost); so is any median at
+  or below zero. Files written before the floor use the cell's own interval alone."""
+
+import math
+from dataclasses import dataclass
+
+from .errors import ReportError
+from .labels import num
+
+METHODS = ("batch", "paired")
+
+
+def net_cycles(cell, where):
+    """The cell's per-repetition costs in TSC cycles; where names the cell in an error."""
+    tsc = [float(t) for t in cell.get("tsc") or []]
+    m = cell.get("measure")
+    if m is None:
+        overhead = float(cell.get("tsc_overhead", 0) or 0)
+        return [t - overhead for t in tsc]
+    try:
+        method, k, ref = m["method"], int(m.get("k", 1)), [float(x) for x in m.get("ref") or []]
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ReportError(f"{where}: malformed measure ({exc!r}): a damaged results file") from None
+    if method not in METHODS or k < 1 or len(ref) != len(tsc):
+        raise ReportError(f"{where}: malformed measure (method {method!r}, k {k}, {len(ref)} references for {len(tsc)} "
+                          "repetitions): a damaged results file")
+    return [(t - r) / k for t, r in zip(tsc, ref)]
+
+
+@dataclass
+class Reading:
+    """A median as the report may show it: below_floor, and the bound that "±X cycles" prints."""
+
+    below_floor: bool
+    bound: float
+
+
+def read_cost(median, ci, floor=math.nan):
+    """host/statistics.h read_cost: below floor when median <= max(floor, half the interval's
+    width); a median at or below zero always is (its bound at least |median|: a cost is never
+    negative, so the method erred by that much)."""
+    if not math.isfinite(median):
+        return Reading(False, math.nan)
+    half = (ci[1] - ci[0]) / 2 if all(math.isfinite(v) for v in ci) else math.nan
+    bounds = [b for b in (floor, half) if math.isfinite(b)]
+    if median <= 0 and not bounds:
+        bounds = [abs(median)]
+    bound = max(bounds) if bounds else math.nan
+    return Reading(median <= 0 or (math.isfinite(bound) and median <= bound), bound)
+
+
+def recorded_reading(cell):
+    """The cell's own stats.below_floor and resolution_cycles (schema 5), or None."""
+    st = cell.get("stats")
+    if not isinstance(st, dict) or "below_floor" not in st:
+        return None
+    return Reading(bool(st["below_floor"]) or num(st.get("median")) <= 0, num(st.get("resolution_cycles")))
+
+
+def bound_text(bound, per=""):
+    """"±12 cycles", with as many decimals as a small bound needs (statistics.h cost_text)."""
+    if not math.isfinite(bound):
+        return "±? cycles" + per
+    decimals = 0 if bound >= 10 else 1 if bound >= 1 else (1 - math.floor(math.log10(bound)) if bound > 0 else 1)
+    return f"±{bound:.{decimals}f} cycles{per}"
+
+
+def below_floor_text(bound, per=""):
+    return f"below floor ({bound_text(bound, per)})"
+
+
+def floor_of(cells):
+    """The widest timing floor of these cells (each carries its boot's), NaN without one."""
+    floors = [num(c.get("floor_cycles")) for c in cells]
+    floors = [f for f in floors if math.isfinite(f)]
+    return max(floors) if floors else math.nan
