@@ -1,5 +1,6 @@
 """Whether the timings can be trusted, as flushbench says it: each repetition's net cost from its
-estimator, and the timing floor below which a cost cannot be told from zero.
+estimator, the timing floor below which a cost cannot be told from zero, and each run's self-check
+and emulation verdict (context.flushbench.run.timing, host/timing_check.h).
 
 - net cost: schema 5 cells carry `measure` {method, k, ref}: a repetition costs (tsc - ref) / k,
   signed (it may be below zero). Older cells, and paced steps, subtract the guest's empty-bracket
@@ -81,3 +82,51 @@ def floor_of(cells):
     floors = [num(c.get("floor_cycles")) for c in cells]
     floors = [f for f in floors if math.isfinite(f)]
     return max(floors) if floors else math.nan
+
+
+def entries(doc):
+    """context.flushbench.run.timing of one file: a list (empty before schema 5)."""
+    t = ((doc.get("context", {}).get("flushbench", {}).get("run")) or {}).get("timing")
+    return [e for e in t if isinstance(e, dict)] if isinstance(t, list) else []
+
+
+def unchecked(doc):
+    """Why a file with measured cells has no run.timing: a sentence, or None when it has one (or
+    measured nothing a check could be about)."""
+    if entries(doc) or not any(isinstance(c, dict) and c.get("tsc") and not isinstance(c.get("pace"), dict)
+                               for c in doc.get("flushbench_cells") or []):
+        return None
+    run = (doc.get("context", {}).get("flushbench", {}).get("run")) or {}
+    if "timing" in run:
+        return "no timing floor or self-check recorded for its runs"
+    return "no timing floor or self-check (written before schema 5)"
+
+
+def who(e):
+    return f"run {int(num(e.get('run'))) + 1 if math.isfinite(num(e.get('run'))) else '?'} ({e.get('backend', '?')})"
+
+
+def floor_text(e):
+    f = num(e.get("floor_cycles"))
+    return bound_text(f) if math.isfinite(f) else "unavailable"
+
+
+def warnings(e):
+    """What must be said before any number of this run, in the order flushbench prints it
+    (host/timing_check.cc timing_warnings): TCG, a failed self-check, emulated instructions."""
+    out = []
+    name = who(e)
+    if e.get("emulated_by_tcg"):
+        out.append(f"EMULATED (TCG), {name}: TCG treats WBINVD and CLFLUSH* as no-ops; timings are functional only.")
+    if e.get("check") == "failed":
+        problems = [str(p) for p in e.get("problems") or []] or ["no reason recorded"]
+        out += [f"TIMING CHECK FAILED, {name}: {p}" for p in problems]
+    em = e.get("emulation") if isinstance(e.get("emulation"), dict) else {}
+    cells = [c for c in em.get("cells") or [] if isinstance(c, dict)]
+    if em.get("detected"):
+        first = cells[0] if cells else {}
+        out.append(f"EMULATED INSTRUCTIONS, {name}: this KVM emulates guest instructions that never exit on VMX/SVM "
+                   + (f"({first.get('cell', '?')}: {first.get('kvm_emulate_insn', '?')} kvm_emulate_insn for "
+                      f"{first.get('expected_exits', '?')} expected exits; {len(cells)} cells)" if first else "")
+                   + ": costs include KVM's emulator, the TSC bracket and all.")
+    return out

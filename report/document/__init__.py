@@ -9,7 +9,7 @@ from ..figures import FIGURES
 from ..labels import size_label
 from .caveats import caveats
 from .markup import Doc
-from .sections import memtype_section, neighbour_section
+from .sections import memtype_section, mode_evidence_section, neighbour_section, timing_section
 from .tables import cell_rows, derived_rows, fingerprint_rows, guest_rows, ratio_cells
 
 TITLE = "flushbench report"
@@ -26,13 +26,15 @@ def write_report(r, out, written, notes, ratios):
         "bracket minus the guest's empty-bracket median. A median within the run's timing floor (or half its own interval) of zero "
         "cannot be told from zero on that host: it reads \"below floor (±X cycles)\", never as a number. "
         f"Medians carry {stats.LEVEL:.0%} percentile-bootstrap intervals ({stats.RESAMPLES} resamples, fixed seed).")
+    cav = caveats(r) + notes
+    timing_section(d, r)
     d.h(2, "Hosts")
     d.table(["file", "host", "CPU", "microcode", "kernel", "LLC", "KVM flavour", "backend", "emulated", "date", "flushbench"], fingerprint_rows(r))
     d.ul([f"{os.path.basename(p)}: {doc.get('context', {}).get('flushbench', {}).get('command_line', '?')}" for p, doc in zip(r.paths, r.docs)])
     d.h(2, "Guest, per boot")
     d.table(["file", "boot", "entry", "CPU (vendor family/model)", "hypervisor", "features", "TSC kHz", "PMU", "bracket overhead [cycles]", "end"], guest_rows(r))
+    mode_evidence_section(d, r)
     d.h(2, "Caveats")
-    cav = caveats(r) + notes
     d.ul(cav if cav else ["none"])
     d.h(2, "Figures")
     for name in written:

@@ -1,18 +1,43 @@
-"""Every caveat a reader needs before trusting a number: per file (emulation, KVM flavour, an
-interrupted run, reboots, host load, frequency scaling), per cell (failed, not run, no PMU, no TSC
-rate, below the bracket's resolution), the pattern table, and the neighbour's."""
+"""Every caveat a reader needs before trusting a number, most important first: whether the timings
+hold at all (a failed self-check, emulated instructions, TCG: host/timing_check.h), then the mode
+labels the kernel could not confirm, per file (KVM flavour, an interrupted run, reboots, host
+load, frequency scaling), per cell (failed, not run, no PMU, no TSC rate, below the timing floor),
+the pattern table, and the neighbour's."""
 
 import math
 import os
 
+from .. import evidence
 from .. import neighbour as nb
+from .. import timing
 from ..labels import bytes_iec, num, size_label
 
 FAILED = {"hung", "crashed", "fault", "corrupt"}
 
 
 def caveats(r):
-    return file_caveats(r) + cell_caveats(r) + pattern_caveats(r) + neighbour_caveats(r)
+    return timing_caveats(r) + evidence.caveats(r) + file_caveats(r) + cell_caveats(r) + pattern_caveats(r) + neighbour_caveats(r)
+
+
+def timing_caveats(r):
+    """Per file: TCG, a failed timing self-check and emulated instructions (run.timing), in that
+    order; a file without run.timing (before schema 5) that ran on TCG says so from its own flags."""
+    out = []
+    for fi, (path, doc) in enumerate(zip(r.paths, r.docs)):
+        name = os.path.basename(path)
+        entries = timing.entries(doc)
+        for e in entries:
+            out += [f"{name}: {w}" for w in timing.warnings(e)]
+        fb = doc.get("context", {}).get("flushbench", {})
+        tcg = fb.get("emulated") or any(s.emulated for s in r.series if s.file_index == fi)
+        if tcg and not any(e.get("emulated_by_tcg") for e in entries):
+            out.append(f"{name}: EMULATED (TCG): backend {fb.get('backend', '?')} is emulated (QEMU TCG treats WBINVD and CLFLUSH* "
+                       "as no-ops): its timings are functional only, not costs.")
+        why = timing.unchecked(doc)
+        if why:
+            out.append(f"{name}: {why}: whether a cost is below what the bracket resolves is judged from each cell's own 95% "
+                       "interval alone.")
+    return out
 
 
 def file_caveats(r):
@@ -21,13 +46,10 @@ def file_caveats(r):
     def add(name, message):
         per_file.setdefault(message, []).append(name)
 
-    for fi, (path, doc) in enumerate(zip(r.paths, r.docs)):
+    for path, doc in zip(r.paths, r.docs):
         name = os.path.basename(path)
         ctx = doc.get("context", {})
         fb = ctx.get("flushbench", {})
-        if fb.get("emulated") or any(s.emulated for s in r.series if s.file_index == fi):
-            add(name, f"backend {fb.get('backend', '?')} is emulated (QEMU TCG treats WBINVD and CLFLUSH* as no-ops): "
-                      "its timings are functional only, not costs.")
         flavour = fb.get("host", {}).get("kvm_flavour") or fb.get("kvm_flavour")
         if flavour and flavour not in ("vmx", "svm", "none") and not fb.get("emulated"):
             add(name, f"KVM flavour {flavour} is not VMX/SVM: exit and emulation costs differ from hardware-virtualized KVM "

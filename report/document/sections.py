@@ -1,14 +1,61 @@
-"""The report's two sections that read a whole kind of run: Memory types (the pattern table's
-memtype group, each type against the group's first, usually write-back) and Neighbour (the host
-tenant during the guest's paced steps, with flushbench's own verdicts)."""
+"""The report's sections that read a whole kind of run or fact: Timing (each run's floor and
+self-check, first), Mode evidence (the kernel's verdict on each phase's label), Memory types (the
+pattern table's memtype group, each type against the group's first, usually write-back) and
+Neighbour (the host tenant during the guest's paced steps, with flushbench's own verdicts)."""
 
 import math
 import os
 
+from .. import evidence
 from .. import neighbour as nb
 from .. import stats, timing
 from ..analysis import lines_of, memtype_groups, per_line
 from ..labels import fmt_ci, fmt_interval, fmt_num, fmt_p, num, size_label
+
+
+def timing_section(d, r):
+    """First in the report: what must be said before any number (a failed self-check, emulated
+    instructions, TCG), then each run's timing floor and check."""
+    d.h(2, "Timing")
+    warnings = [f"{os.path.basename(path)}: {w}" for path, doc in zip(r.paths, r.docs) for e in timing.entries(doc) for w in timing.warnings(e)]
+    rows = []
+    old = []
+    for path, doc in zip(r.paths, r.docs):
+        why = timing.unchecked(doc)
+        if why:
+            old.append(f"{os.path.basename(path)}: {why}")
+        for e in timing.entries(doc):
+            em = e.get("emulation") if isinstance(e.get("emulation"), dict) else {}
+            rows.append([os.path.basename(path), timing.who(e), timing.floor_text(e), e.get("floor_source", "?"),
+                         e.get("check", "?") + (f" ({len(e['problems'])} problems)" if e.get("problems") else ""),
+                         f"yes ({len(em.get('cells') or [])} cells)" if em.get("detected") else "no",
+                         "yes" if e.get("emulated_by_tcg") else "no"])
+    if warnings:
+        d.p("Read this before any number below:")
+        d.ul(warnings)
+    elif rows:
+        d.p("Every run's timing self-check passed or had nothing to check, and no emulation was detected.")
+    d.table(["file", "run", "timing floor", "floor source", "self-check", "emulated instructions", "TCG"], rows)
+    if rows:
+        d.p("Timing floor: how far nop's per-op estimate strays from zero in 95 of 100 repetitions, calibrated at each boot. "
+            "Self-check: nop and dirty at 0 bytes measure zero within it, and no cell measures clearly below zero.")
+    for line in old:
+        d.p(f"{line}; a cost is shown as below floor when its median is at most half its own 95% interval.")
+
+
+def mode_evidence_section(d, r):
+    """The kernel's verdict on each phase's mode label (host/mode_evidence.h)."""
+    rows = evidence.rows(r)
+    missing = evidence.missing(r)
+    if not rows and not missing:
+        return
+    d.h(2, "Mode evidence")
+    d.p("A mode label is a claim: \"noncoherent\" that KVM executed the guest's WBINVDs, \"coherent\" that it skipped them. "
+        "confirmed: every source that answered agrees with the label; contradicted: one disagrees; unverified: none could answer. "
+        "Unverified and contradicted phases are among the caveats.")
+    d.table(["file", "phase", "label", "verdict", "source", "summary"], rows)
+    if missing:
+        d.p(f"{', '.join(missing)}: no mode evidence (written before schema 4): the labels are what was asked.")
 
 
 def regimes(r):
