@@ -144,18 +144,34 @@ def run_caveats(name, r, fi, run):
     windows = run.get("windows") or []
     if windows and not any(w.get("rate") == "idle" for w in windows):
         out.append(f"{name}: no idle step, so no baseline: add idle:MS to --pace.")
+    late = {}  # (step, mode) -> [late, ops, windows]
+    notes = {}  # note -> windows
     for w in windows:
         eff = w.get("effect") or {}
-        late = count(w.get("late"))
-        if late > 0:
-            out.append(f"{name}: step {w.get('label', '?')} ({w.get('mode', '?')}): {late} of {w.get('ops', '?')} operations started late: "
-                       "the guest could not keep the asked rate; see the achieved rate.")
-        pre = count(eff.get("preempted"))
-        if pre > 0:
-            out.append(f"{name}: step {w.get('label', '?')}: {pre} of {eff.get('slices', '?')} slices had the neighbour preempted "
-                       "by the host scheduler: kept, but their time includes time off the CPU.")
+        n = count(w.get("late"))
+        if n > 0:
+            x = late.setdefault((nb.step_name(w), str(w.get("mode", "?"))), [0, 0, []])
+            x[0] += n
+            x[1] += count(w.get("ops"))
+            x[2].append(str(w.get("label", "?")))
         if eff.get("note") and not isinstance(eff.get("slowdown"), dict):
-            out.append(f"{name}: step {w.get('label', '?')} ({w.get('mode', '?')}): {eff['note']}")
+            notes.setdefault(str(eff["note"]), []).append(f"{w.get('label', '?')} ({w.get('mode', '?')})")
+    for (step, mode), (n, ops, labels) in late.items():
+        where = f" (in {', '.join(labels)})" if len(labels) > 1 or labels != [step] else ""
+        out.append(f"{name}: step {step} ({mode}): {n} of {ops} operations started late{where}: the guest could not keep the asked "
+                   "rate; see the achieved rate.")
+    for note, labels in notes.items():
+        out.append(f"{name}: {', '.join(labels)}: {note}")
+    pre = nb.preempted(run)
+    if pre:
+        total = sum(n for _, n, _ in pre)
+        listed = ", ".join(f"{label}: {n}" for label, n, _ in pre[:6]) + (f", and {len(pre) - 6} more windows" if len(pre) > 6 else "")
+        if nb.rounds_format(run):
+            out.append(f"{name}: {total} slices had the neighbour preempted by the host scheduler and were left out of the "
+                       f"comparisons ({listed}).")
+        else:
+            out.append(f"{name}: {total} slices had the neighbour preempted by the host scheduler: kept, but their time includes "
+                       f"time off the CPU ({listed}).")
     slow = {m: v[0] for m, v in nb.idle_medians(run).items() if math.isfinite(v[0]) and v[0] > 100}
     if slow:
         out.append(f"{name}: the idle pointer chase takes {', '.join(f'{v:.0f} ns ({m})' for m, v in slow.items())} per load, "
