@@ -7,6 +7,7 @@ unusable (not JSON, no flushbench_cells, a cell without its identity) fails, wit
 
 import json
 import math
+import re
 
 import numpy as np
 
@@ -35,11 +36,21 @@ def read(paths, exe):
     return Results(paths, docs, patterns.table_for(docs, paths, exe))
 
 
+MASK = re.compile(r"\+mask(\d+)")
+
+
+def mask_of(mode):
+    """("noncoherent", 2) for "noncoherent+mask2" (`run --dirty-mask`); (mode, None) otherwise."""
+    m = MASK.search(mode)
+    return (mode[:m.start()] + mode[m.end():], int(m.group(1))) if m else (mode, None)
+
+
 class Series:
     """One host/backend/mode of one file: a line in the plots, a column in the tables."""
 
     def __init__(self, index, file_index, host, backend, mode):
         self.index, self.file_index, self.host, self.backend, self.mode = index, file_index, host, backend, mode
+        self.base_mode, self.mask = mask_of(mode)  # the dirty-mask width K of "noncoherent+maskK"
         self.emulated = False
         self.tsc_khz = set()
         self.label = ""
@@ -165,6 +176,10 @@ class Results:
             if sum(1 for t in self.series if (t.host, t.backend, t.mode) == (s.host, s.backend, s.mode)) > 1:
                 label += f" (run {s.file_index + 1})"
             s.label = label + (" [emulated]" if s.emulated else "")
+
+    def masked(self):
+        """The series of dirty-mask cells (`run --dirty-mask`: "noncoherent+mask2")."""
+        return [s for s in self.series if s.mask is not None]
 
     def group(self, series, pattern, footprint):
         return self.groups.get((series.index, pattern, footprint))
