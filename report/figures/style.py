@@ -15,7 +15,7 @@ from matplotlib import ticker  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.transforms import Bbox  # noqa: E402
 
-from ..labels import size_label  # noqa: E402
+from ..labels import cycles_label, size_label  # noqa: E402
 from ..timing import bound_text  # noqa: E402
 
 PAD_INCHES = 0.1
@@ -110,6 +110,13 @@ def log_y(ax, values):
         ax.set_ylim(10 ** math.floor(math.log10(min(v) / 1.5)), 10 ** math.ceil(math.log10(max(v) * 1.5)))
     ax.yaxis.set_minor_locator(ticker.LogLocator(base=10, subs=(2, 5)))
     ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: plain_label(v)))
+
+
+def plain_label(v):
+    """"10k", "1M", "0.01": as the tables write numbers, and without mathtext, whose parsing of
+    every "10^{n}" label is a good part of drawing a figure of many panels."""
+    return cycles_label(v) if v >= 1 else f"{v:g}"
 
 
 def time_axis(ax, khz):
@@ -120,6 +127,7 @@ def time_axis(ax, khz):
     sec = ax.secondary_yaxis("right", functions=(lambda c: np.asarray(c, dtype=float) / per_us,
                                                  lambda us: np.asarray(us, dtype=float) * per_us))
     sec.set_ylabel(f"µs (TSC {khz / 1e6:.2f} GHz)", fontsize=8)
+    sec.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: plain_label(v)))
     no_minor_ticks(sec)
 
 
