@@ -14,7 +14,7 @@ from matplotlib.lines import Line2D
 
 from ..labels import num, size_label
 from ..timing import bound_text
-from .style import MODE_STYLE, grid, legend_below, log_y, time_axis
+from .style import MODE_STYLE, below_title, grid, legend_below, log_y, time_axis
 
 BELOW = dict(marker="v", ms=8, mfc="white", mew=1.5, ls="none")
 
@@ -72,7 +72,7 @@ def dirty_mask(job, notes):
         ax.set_visible(False)
     fig.suptitle("Whole-cache flush cost against the dirty-mask width\n(pCPUs KVM flushes per WBINVD; median, whiskers: 95% interval)",
                  fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))
+    fig.tight_layout(rect=below_title(fig, lines=2))
     handles["cost proportional to the width (from width 1)"] = Line2D([], [], color="grey", ls=":", lw=1)
     if below:
         handles["below floor (at the floor, ±X cycles)"] = Line2D([], [], color="black", **BELOW)

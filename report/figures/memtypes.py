@@ -11,8 +11,8 @@ import numpy as np
 from ..analysis import lines_of, memtype_groups, per_line
 from ..labels import cycles_label, size_label
 from ..timing import bound_text
-from .style import (BELOW_FLOOR, BELOW_FLOOR_LABEL, below_floor_handle, empty_panel, legend_below, log_y, no_minor_ticks,
-                    status_mark, ticks_125)
+from .style import (BELOW_FLOOR, BELOW_FLOOR_LABEL, below_floor_handle, below_title, empty_panel, legend_below, log_y,
+                    no_minor_ticks, status_mark, ticks_125)
 
 # One colour per memory type, by its place in the pattern table.
 PALETTE = ["#3b6ea5", "#e3a33b", "#b23a3a", "#5a9a5a", "#8a5aa5", "#707070"]
@@ -59,7 +59,7 @@ def memtypes(job, notes):
                 axes[i][j].set_ylabel("median net cost per 64-byte line\n[TSC cycles, log]")
     ns_axes(r.tsc_khz(), [axes[i][len(ops) - 1] for i in range(len(series))])
     fig.suptitle("Cost per cache line by memory type (median; whiskers: 95% bootstrap interval)", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=below_title(fig))
     if nonpositive:
         handles[BELOW_FLOOR_LABEL] = below_floor_handle()
     legend_below(fig, list(handles.values()), list(handles.keys()))

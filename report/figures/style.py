@@ -78,6 +78,12 @@ def save(fig, out, name):
     plt.close(fig)
 
 
+def below_title(fig, lines=1):
+    """tight_layout's rect that leaves the suptitle its own room: tight_layout lays out the axes
+    only, and the panels' titles would otherwise run into it."""
+    return (0, 0, 1, 1 - (0.1 + 0.2 * lines) / fig.get_figheight())
+
+
 def grid(n, ncols):
     ncols = max(1, min(ncols, n))
     return math.ceil(n / ncols), ncols
