@@ -73,7 +73,6 @@ def dirty_mask(job, notes):
     fig.suptitle("Whole-cache flush cost against the dirty-mask width\n(pCPUs KVM flushes per WBINVD; median, whiskers: 95% interval)",
                  fontsize=10)
     fig.tight_layout(rect=below_title(fig, lines=2))
-    handles["cost proportional to the width (from width 1)"] = Line2D([], [], color="grey", ls=":", lw=1)
     if below:
         handles["below floor (at the floor, ±X cycles)"] = Line2D([], [], color="black", **BELOW)
     legend_below(fig, list(handles.values()), list(handles.keys()), ncol=2)
@@ -89,14 +88,18 @@ def mask_panel(ax, r, p, lines, handles, hosts):
     widths = sorted({w for line in lines.values() for w in line})
     ys = []
     annotated = below = False
+    said = set()  # (width, bound) whose "below floor" is written already: one text for points at one level
+    n = len(lines)
     for i, (key, line) in enumerate(sorted(lines.items(), key=lambda kv: kv[0])):
         fi, host, backend, mode, f = key
         c = plt.get_cmap("tab10")(i % 10)
+        # Lines side by side around each width, so that points at one level (the floor) stay apart.
+        dodge = 2 ** (0.05 * (i - (n - 1) / 2))
         label = (f"{host}: " if hosts else "") + f"{backend} / {mode}, {size_label(f)}" + (f" (file {fi + 1})" if len(r.paths) > 1 else "")
         pts = sorted(line.items())
         shown = [(w, g) for w, g in pts if g.has_samples and not g.below_floor]
         if shown:
-            x = [w for w, _ in shown]
+            x = [w * dodge for w, _ in shown]
             y = [g.median for _, g in shown]
             lo = [g.median - g.ci[0] if math.isfinite(g.ci[0]) and g.ci[0] > 0 else 0 for _, g in shown]
             hi = [g.ci[1] - g.median if math.isfinite(g.ci[1]) else 0 for _, g in shown]
@@ -106,19 +109,22 @@ def mask_panel(ax, r, p, lines, handles, hosts):
             if shown[0][0] == 1:
                 prop = [shown[0][1].median * w for w in widths]
                 ax.plot(widths, prop, color="grey", ls=":", lw=1, zorder=1)
+                handles["cost proportional to the width (from width 1)"] = Line2D([], [], color="grey", ls=":", lw=1)
                 ys += prop
         for w, g in pts:
             if g.has_samples and g.below_floor and math.isfinite(g.resolution) and g.resolution > 0:
-                ax.plot(w, g.resolution, color=c, **BELOW)
-                ax.annotate(f"below floor\n({bound_text(g.resolution)})", (w, g.resolution), xytext=(0, -10), textcoords="offset points",
-                            ha="center", va="top", fontsize=6.5, color=c)
+                ax.plot(w * dodge, g.resolution, color=c, **BELOW)
+                if (w, bound_text(g.resolution)) not in said:
+                    said.add((w, bound_text(g.resolution)))
+                    ax.annotate(f"below floor\n({bound_text(g.resolution)})", (w * dodge, g.resolution), xytext=(0, -10),
+                                textcoords="offset points", ha="center", va="top", fontsize=6.5, color=c)
                 ys.append(g.resolution)
                 below = True
                 handles.setdefault(label, Line2D([], [], color=c, marker="o"))
             fpw = flushes_per_wbinvd(g)
             y = g.median if g.has_samples and not g.below_floor else g.resolution
             if math.isfinite(fpw) and math.isfinite(y) and y > 0:
-                ax.annotate(f"{fpw:.2g} flush{'es' if fpw != 1 else ''}/WBINVD", (w, y), xytext=(5, 4), textcoords="offset points",
+                ax.annotate(f"{fpw:.2g} flush{'es' if fpw != 1 else ''}/WBINVD", (w * dodge, y), xytext=(5, 4), textcoords="offset points",
                             fontsize=6.5, color=c)
                 annotated = True
     ax.set_xscale("log", base=2)
