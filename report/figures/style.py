@@ -81,7 +81,7 @@ def save(fig, out, name):
 def below_title(fig, lines=1):
     """tight_layout's rect that leaves the suptitle its own room: tight_layout lays out the axes
     only, and the panels' titles would otherwise run into it."""
-    return (0, 0, 1, 1 - (0.1 + 0.2 * lines) / fig.get_figheight())
+    return (0, 0, 1, 1 - (0.06 + 0.18 * lines) / fig.get_figheight())
 
 
 def grid(n, ncols):
