@@ -141,6 +141,12 @@ def rounds_format(run):
     return isinstance(run.get("steps"), list) or any("step" in w for w in run.get("windows") or [])
 
 
+def in_rounds(run):
+    """True when the steps ran in rounds (pace_rounds > 0): a window's round is 0 or more; -1 (or
+    none) when the steps ran once, as listed."""
+    return any(isinstance(w.get("round"), int) and w["round"] >= 0 for w in run.get("windows") or [])
+
+
 def step_name(w):
     """The step a window belongs to: "wbinvd@max" for "wbinvd@max:r2", "idle" for "idle:r2.4"."""
     if w.get("step"):

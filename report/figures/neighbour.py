@@ -123,7 +123,7 @@ def timeline_run(sub, r, fi, run, colors, handles, several_modes, width):
     ax_s.set_ylabel("streaming\n[GB/s]")
     ax_s.set_xlabel("time since the neighbour's first slice [s] (host CLOCK_MONOTONIC)")
     plt.setp(ax_c.get_xticklabels(), visible=False)
-    if rounds:  # many narrow windows: the steps in the legend, each active window's round above it
+    if nb.in_rounds(run):  # many narrow windows: the steps in the legend, each active window's round above it
         tallest = round_labels(ax_c, windows, len(modes) > 1)
         for w in windows:
             name = "idle (the baseline)" if w.get("rate") == "idle" else f"guest step {nb.step_name(w)}"
