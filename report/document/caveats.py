@@ -167,8 +167,11 @@ def run_caveats(name, r, fi, run):
         total = sum(n for _, n, _ in pre)
         listed = ", ".join(f"{label}: {n}" for label, n, _ in pre[:6]) + (f", and {len(pre) - 6} more windows" if len(pre) > 6 else "")
         if nb.rounds_format(run):
+            every = nb.preempted_mask(run)
+            busy = (f" That is {int(every.sum())} of the run's {len(every)} slices: the host was too busy for the neighbour to "
+                    "measure anything; run it on a quiet host." if len(every) and every.mean() > 0.5 else "")
             out.append(f"{name}: {total} slices had the neighbour preempted by the host scheduler and were left out of the "
-                       f"comparisons ({listed}).")
+                       f"comparisons ({listed}).{busy}")
         else:
             out.append(f"{name}: {total} slices had the neighbour preempted by the host scheduler: kept, but their time includes "
                        f"time off the CPU ({listed}).")
