@@ -115,6 +115,12 @@ def emulated(r, fi, run):
     return backend == "qemu-tcg" or (bool(fb.get("emulated")) and backend == fb.get("backend"))
 
 
+def run_number(run):
+    """The run as flushbench prints it, counted from 1 (the file counts from 0)."""
+    n = num(run.get("run"))
+    return str(int(n) + 1) if math.isfinite(n) else "?"
+
+
 def title(r, fi, run, short=False):
     """Where the neighbour and the vCPU ran and how it sliced; two lines unless short."""
     ms = modes(run)
@@ -125,7 +131,7 @@ def title(r, fi, run, short=False):
         what += " [emulated]"
     if run.get("capped"):
         what += " [capped]"
-    name = f"{os.path.basename(r.paths[fi])} run {run.get('run', '?')}: " if len(r.paths) > 1 or len(r.neighbour) > 1 else ""
+    name = f"{os.path.basename(r.paths[fi])} run {run_number(run)}: " if len(r.paths) > 1 or len(r.neighbour) > 1 else ""
     return f"{name}{where}" + (", " if short else "\n") + what
 
 

@@ -119,7 +119,7 @@ def neighbour_caveats(r):
     out = ["neighbour: slices are consecutive, not independent: one flush burst can slow several in a row, so the "
            "intervals and p-values are optimistic for bursty effects; they rank the steps, they are not exact error rates."]
     for fi, run in r.neighbour:
-        out += run_caveats(f"{os.path.basename(r.paths[fi])} neighbour run {run.get('run', '?')}", r, fi, run)
+        out += run_caveats(f"{os.path.basename(r.paths[fi])} neighbour run {nb.run_number(run)}", r, fi, run)
     # Paced steps that did not finish (or failed) have no window: say which.
     for fi, c in r.paced:
         pace = c.get("pace") or {}

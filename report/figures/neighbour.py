@@ -62,7 +62,7 @@ def timeline(job, notes):
     runs = [(fi, run) for fi, run in r.neighbour if len(nb.slices(run)[0])]
     for fi, run in r.neighbour:
         if not len(nb.slices(run)[0]):
-            notes.append(f"neighbour_timeline: {os.path.basename(r.paths[fi])} run {run.get('run', '?')} recorded no slices; left out.")
+            notes.append(f"neighbour_timeline: {os.path.basename(r.paths[fi])} run {nb.run_number(run)} recorded no slices; left out.")
     if not runs:
         if r.neighbour:
             notes.append("neighbour_timeline: no neighbour run recorded any slice; no figure.")
@@ -77,7 +77,7 @@ def timeline(job, notes):
     several_modes = any(len(nb.modes(run)) > 1 for _, run in runs)
     for sub, (fi, run) in zip(subs, runs):
         if timeline_run(sub, r, fi, run, colors, handles, several_modes, width):
-            log_runs.append(f"{os.path.basename(r.paths[fi])} run {run.get('run', '?')}")
+            log_runs.append(f"{os.path.basename(r.paths[fi])} run {nb.run_number(run)}")
     fig.suptitle("Host neighbour during the guest's paced steps (one point per slice; shaded: guest step)", fontsize=11)
     legend_below(fig, list(handles.values()), list(handles.keys()), ncol=3)
     if log_runs:
@@ -219,7 +219,7 @@ def slowdown(job, notes):
         na, log = slowdown_run(sub, r, fi, run, steps, colors)
         any_na |= na
         if log:
-            log_axes.append(f"run {run.get('run', '?')}")
+            log_axes.append(f"run {nb.run_number(run)}")
     fig.suptitle("The neighbour's slowdown per guest step:\neach round against the idle steps beside it (95% bootstrap interval)",
                  fontsize=10.5)
     handles = [Line2D([], [], marker="o", ls="none", color="black", mfc="black", ms=6),
