@@ -212,6 +212,7 @@ def distributions(job, notes):
         values = np.concatenate([r.group(s, p, f).net for s in present])
         if len(meds) > 1 and np.all(values > 0) and max(meds) / min(meds) > 10:
             ax.set_yscale("log")
+            ax.yaxis.set_minor_locator(ticker.NullLocator())  # a panel this small has no room for them; ticks cost time
             log_scaled.append(r.cell_title(p, f))
         ax.yaxis.set_major_formatter(ticker.EngFormatter(sep=""))
         ax.yaxis.set_minor_formatter(ticker.NullFormatter())
