@@ -14,8 +14,8 @@ from matplotlib.patches import Patch
 
 from ..labels import size_label
 from ..timing import bound_text
-from .style import (BELOW_FLOOR_LABEL, below_floor_handle, below_floor_mark, below_title, color, empty_panel, footprint_axis,
-                    grid, legend_below, line_style, log_y, no_samples_text, status_mark, time_axis)
+from .style import (BELOW_FLOOR_LABEL, below_floor_handle, below_floor_mark, color, empty_panel, footprint_axis,
+                    grid, legend_below, line_style, log_y, no_samples_text, panel_layout, status_mark, time_axis)
 
 # Above this many repetitions a cell's points are one raster image in the SVG: thousands of vector
 # dots add nothing a reader can see.
@@ -42,7 +42,8 @@ def cost_vs_footprint(job, notes):
     for ax in axes.flat[len(pats):]:
         ax.set_visible(False)
     fig.suptitle("Cost against dirty footprint (median; shaded: 95% bootstrap interval)", fontsize=11)
-    fig.tight_layout(rect=below_title(fig))
+    # Around each panel: cycles and their label on the left, µs on the right, a two-line title.
+    panel_layout(fig, left=0.8, right=0.75, top=0.95, bottom=0.5, wgap=1.55, hgap=0.95)
     if dropped:
         handles[BELOW_FLOOR_LABEL] = below_floor_handle()
     legend_below(fig, list(handles.values()), list(handles.keys()))
@@ -126,7 +127,7 @@ def modes_bars(job, notes):
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
     fig.suptitle("Coherent vs non-coherent vs native at chosen footprints (median; whiskers: 95% interval)", fontsize=11)
-    fig.tight_layout(rect=below_title(fig))
+    panel_layout(fig, left=0.8, right=0.75, top=0.75, bottom=0.5, wgap=1.55, hgap=0.8)
     if below:
         handles[BELOW_FLOOR_LABEL] = below_floor_handle()
         notes.append("modes_bars: no bar below the timing floor, a hollow triangle at the floor instead: " + ", ".join(below[:8])
@@ -222,7 +223,8 @@ def distributions(job, notes):
     for row in axes:
         row[0].set_ylabel("net TSC cycles")
     fig.suptitle("Every repetition of every cell (net TSC cycles; black bar: median)", fontsize=11)
-    fig.tight_layout(rect=below_title(fig))
+    # No x ticks; the y label on the first column only.
+    panel_layout(fig, left=0.7, right=0.15, top=0.7, bottom=0.15, wgap=0.5, hgap=0.4)
     # The median bar, in the legend too, so the black line needs no guessing.
     if outlier is not None:
         handles["outlier (Tukey or MAD z > 3.5; kept)"] = outlier
