@@ -111,22 +111,60 @@ def floor_text(e):
     return bound_text(f) if math.isfinite(f) else "unavailable"
 
 
-def warnings(e):
-    """What must be said before any number of this run, in the order flushbench prints it
-    (host/timing_check.cc timing_warnings): TCG, a failed self-check, emulated instructions."""
+def facts(e):
+    """[(kind, text, cells)]: what must be said before any number of this run, in the order
+    flushbench prints it (host/timing_check.cc timing_warnings): TCG, a failed self-check, emulated
+    instructions; without the run's name, which file_warnings adds once for every run a fact holds
+    for. cells: the emulated cells, for EMULATED INSTRUCTIONS."""
     out = []
-    name = who(e)
     if e.get("emulated_by_tcg"):
-        out.append(f"EMULATED (TCG), {name}: TCG treats WBINVD and CLFLUSH* as no-ops; timings are functional only.")
+        out.append(("EMULATED (TCG)", "TCG treats WBINVD and CLFLUSH* as no-ops; timings are functional only.", []))
     if e.get("check") == "failed":
         problems = [str(p) for p in e.get("problems") or []] or ["no reason recorded"]
-        out += [f"TIMING CHECK FAILED, {name}: {p}" for p in problems]
+        out += [("TIMING CHECK FAILED", p, []) for p in problems]
     em = e.get("emulation") if isinstance(e.get("emulation"), dict) else {}
-    cells = [c for c in em.get("cells") or [] if isinstance(c, dict)]
     if em.get("detected"):
-        first = cells[0] if cells else {}
-        out.append(f"EMULATED INSTRUCTIONS, {name}: this KVM emulates guest instructions that never exit on VMX/SVM "
-                   + (f"({first.get('cell', '?')}: {first.get('kvm_emulate_insn', '?')} kvm_emulate_insn for "
-                      f"{first.get('expected_exits', '?')} expected exits; {len(cells)} cells)" if first else "")
-                   + ": costs include KVM's emulator, the TSC bracket and all.")
+        cells = [c for c in em.get("cells") or [] if isinstance(c, dict)]
+        out.append(("EMULATED INSTRUCTIONS", emulation_text(cells), cells))
     return out
+
+
+def emulation_text(cells):
+    first = cells[0] if cells else {}
+    return ("this KVM emulates guest instructions that never exit on VMX/SVM "
+            + (f"({first.get('cell', '?')}: {first.get('kvm_emulate_insn', '?')} kvm_emulate_insn for "
+               f"{first.get('expected_exits', '?')} expected exits; {len(cells)} cells)" if first else "")
+            + ": costs include KVM's emulator, the TSC bracket and all.")
+
+
+KINDS = ("EMULATED (TCG)", "TIMING CHECK FAILED", "EMULATED INSTRUCTIONS")
+
+
+def file_warnings(doc):
+    """One file's warnings, one line per fact: a warning several runs share names them together
+    ("runs 1, 2, 3 (kvm)") instead of being repeated per run; emulated instructions are one fact
+    of the host's KVM however many runs saw them, counted over all their cells. In flushbench's
+    order: TCG, failed self-checks, emulated instructions."""
+    runs = {}  # (kind, text) -> [entries]
+    emulated, cells = [], []
+    for e in entries(doc):
+        for kind, text, em_cells in facts(e):
+            if kind == "EMULATED INSTRUCTIONS":
+                emulated.append(e)
+                cells += em_cells
+            else:
+                runs.setdefault((kind, text), []).append(e)
+    if emulated:
+        runs[("EMULATED INSTRUCTIONS", emulation_text(cells))] = emulated
+    return [f"{kind}, {who_all(es)}: {text}" for (kind, text), es in sorted(runs.items(), key=lambda kv: KINDS.index(kv[0][0]))]
+
+
+def who_all(es):
+    """"run 2 (kvm)", "runs 1, 2, 3 (kvm)", or "run 1 (kvm), run 2 (qemu-tcg)" when backends differ."""
+    if len(es) == 1:
+        return who(es[0])
+    backends = {e.get("backend", "?") for e in es}
+    if len(backends) > 1:
+        return ", ".join(who(e) for e in es)
+    numbers = [who(e).split(" ", 2)[1] for e in es]
+    return f"runs {', '.join(numbers)} ({backends.pop()})"

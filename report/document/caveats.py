@@ -21,13 +21,12 @@ def caveats(r):
 
 def timing_caveats(r):
     """Per file: TCG, a failed timing self-check and emulated instructions (run.timing), in that
-    order; a file without run.timing (before schema 5) that ran on TCG says so from its own flags."""
+    order, each fact once with the runs it holds for; a file without run.timing (before schema 5) that ran on TCG says so from its own flags."""
     out = []
     for fi, (path, doc) in enumerate(zip(r.paths, r.docs)):
         name = os.path.basename(path)
         entries = timing.entries(doc)
-        for e in entries:
-            out += [f"{name}: {w}" for w in timing.warnings(e)]
+        out += [f"{name}: {w}" for w in timing.file_warnings(doc)]
         fb = doc.get("context", {}).get("flushbench", {})
         tcg = fb.get("emulated") or any(s.emulated for s in r.series if s.file_index == fi)
         if tcg and not any(e.get("emulated_by_tcg") for e in entries):

@@ -17,7 +17,7 @@ def timing_section(d, r):
     """First in the report: what must be said before any number (a failed self-check, emulated
     instructions, TCG), then each run's timing floor and check."""
     d.h(2, "Timing")
-    warnings = [f"{os.path.basename(path)}: {w}" for path, doc in zip(r.paths, r.docs) for e in timing.entries(doc) for w in timing.warnings(e)]
+    warnings = [f"{os.path.basename(path)}: {w}" for path, doc in zip(r.paths, r.docs) for w in timing.file_warnings(doc)]
     rows = []
     old = []
     for path, doc in zip(r.paths, r.docs):

@@ -176,6 +176,20 @@ class Caveats(Files):
         self.assertIn("| r.json | run 1, boot 1, phase 1 | coherent | unverified | - | no kernel answer: no kprobe PMU |", md)
         self.assertIn("no kernel answer: no kprobe PMU", cav[3])
 
+    def test_a_fact_several_runs_share_is_one_line_naming_them(self):
+        cells = [measured("alpha", 4096, [900.0, 1000.0, 1100.0, 950.0, 1050.0])]
+        timing = [timing_entry(run=0, emulation=True, tcg=True), timing_entry(run=1, emulation=True, tcg=True),
+                  timing_entry(run=2, check="failed", problems=["nop/0/coherent measures 812.0 cycles, not zero within ±40.0"])]
+        done, out = self.report([self.write("r.json", schema5(cells, timing=timing))], {})
+        self.assertEqual(done.returncode, 0, done.stderr)
+        cav = caveat_lines(read_md(out))
+        for kind in ("EMULATED (TCG)", "TIMING CHECK FAILED", "EMULATED INSTRUCTIONS"):
+            self.assertEqual(sum(kind in c for c in cav), 1, cav)
+        self.assertTrue(cav[0].startswith("r.json: EMULATED (TCG), runs 1, 2 (kvm): "), cav)
+        self.assertTrue(cav[1].startswith("r.json: TIMING CHECK FAILED, run 3 (kvm): nop/0/coherent measures 812.0"), cav)
+        self.assertTrue(cav[2].startswith("r.json: EMULATED INSTRUCTIONS, runs 1, 2 (kvm): "), cav)
+        self.assertIn("2 cells", cav[2])
+
     def test_a_clean_run_has_no_timing_warning_and_an_old_file_says_it_has_no_check(self):
         cells = [measured("alpha", 4096, [900.0, 1000.0, 1100.0, 950.0, 1050.0])]
         done, out = self.report([self.write("new.json", schema5(cells, timing=[timing_entry()],
