@@ -24,6 +24,10 @@ plt.rcParams.update({
     "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 9,
     "xtick.labelsize": 8, "ytick.labelsize": 8, "figure.dpi": 100, "savefig.dpi": 150,
     "axes.grid": True, "grid.alpha": 0.3, "svg.fonttype": "none",
+    # Titles just above the axes (plus axes.titlepad). Left to matplotlib (None), every draw of
+    # every panel measures its y tick labels to see whether the title must move up: no axis here
+    # has ticks or labels on top, and that measuring was a third of saving a many-panel figure.
+    "axes.titley": 1.0,
 })
 
 MODE_STYLE = {"coherent": "-", "noncoherent": "--", "native": ":", "both": "-."}
