@@ -68,9 +68,10 @@ def run(args):
     footprints = parse_sizes(args.footprints) if args.footprints else None
     output_dir(args.out)
     ratios = analysis.ratio_rows(r) if r.groups and len(r.series) > 1 else []
-    names = (list(figures.CELL_FIGURES) if r.groups else []) + list(figures.NEIGHBOUR_FIGURES)
+    names = ((list(figures.CELL_FIGURES) if r.groups else []) + (list(figures.MASK_FIGURES) if r.masked() else [])
+             + list(figures.NEIGHBOUR_FIGURES))
     drawn = figures.render(figures.Job(r, args.out, footprints, ratios), names)
-    notes = [n for name, _, ns in drawn if name in figures.CELL_FIGURES for n in ns]
+    notes = [n for name, _, ns in drawn if name not in figures.NEIGHBOUR_FIGURES for n in ns]
     notes += [] if r.groups else [no_cells_note(r)]
     notes += [paced_note(r)] if r.paced and r.groups else []
     notes += [n for name, _, ns in drawn if name in figures.NEIGHBOUR_FIGURES for n in ns]

@@ -37,8 +37,15 @@ def ratio_rows(r):
                     continue
                 est, ci = stats.ratio_ci(g.net, gb.net)
                 out.append({"pattern": p, "footprint": f, "series": s, "baseline": b, "ratio": est, "ci": ci,
-                            "p": stats.u_test(g.net, gb.net)})
+                            "p": stats.u_test(g.net, gb.net), "below_floor": below_floor(g, gb)})
     return out
+
+
+def below_floor(*groups):
+    """Which side of a comparison cannot be told from zero ("series", "baseline", "both"), or "":
+    a ratio to (or of) a cost below the timing floor is a ratio of noise, not shown as a number."""
+    sides = [name for name, g in zip(("series", "baseline"), groups) if g.below_floor]
+    return "both" if len(sides) == 2 else sides[0] if sides else ""
 
 
 def memtype_groups(r):
@@ -56,9 +63,14 @@ def memtype_groups(r):
     return out
 
 
+def lines_of(g):
+    return g.footprint // int(g.cells[0].get("line_bytes") or 64) if g.footprint and g.cells else 0
+
+
 def per_line(g):
-    """(median, lo, hi) net cycles per cache line; NaN without samples or footprint."""
-    lines = g.footprint // int(g.cells[0].get("line_bytes") or 64) if g.footprint else 0
-    if not lines or not g.has_samples:
+    """(median, lo, hi) net cycles per cache line; NaN without samples or footprint, and for a
+    median below the timing floor (g.resolution / lines is what it can be told from zero by)."""
+    lines = lines_of(g)
+    if not lines or not g.has_samples or g.below_floor:
         return math.nan, math.nan, math.nan
     return g.median / lines, g.ci[0] / lines, g.ci[1] / lines

@@ -7,10 +7,11 @@ unusable (not JSON, no flushbench_cells, a cell without its identity) fails, wit
 
 import json
 import math
+import re
 
 import numpy as np
 
-from . import patterns, stats
+from . import patterns, stats, timing
 from .errors import ReportError
 from .labels import size_label
 
@@ -35,11 +36,21 @@ def read(paths, exe):
     return Results(paths, docs, patterns.table_for(docs, paths, exe))
 
 
+MASK = re.compile(r"\+mask(\d+)")
+
+
+def mask_of(mode):
+    """("noncoherent", 2) for "noncoherent+mask2" (`run --dirty-mask`); (mode, None) otherwise."""
+    m = MASK.search(mode)
+    return (mode[:m.start()] + mode[m.end():], int(m.group(1))) if m else (mode, None)
+
+
 class Series:
     """One host/backend/mode of one file: a line in the plots, a column in the tables."""
 
     def __init__(self, index, file_index, host, backend, mode):
         self.index, self.file_index, self.host, self.backend, self.mode = index, file_index, host, backend, mode
+        self.base_mode, self.mask = mask_of(mode)  # the dirty-mask width K of "noncoherent+maskK"
         self.emulated = False
         self.tsc_khz = set()
         self.label = ""
@@ -71,21 +82,37 @@ class Group:
         return "; ".join(sorted({c.get("reason", "") for c in self.cells if c.get("reason")}))
 
     def finish(self):
-        """Median and interval: flushbench's own `stats` for a single cell, else a bootstrap here."""
+        """Median and interval: flushbench's own `stats` for a single cell, else a bootstrap here;
+        then whether the median is below the timing floor (timing.read_cost)."""
         self.net = np.asarray(self.net, dtype=float)
         self.median = float(np.median(self.net)) if len(self.net) else math.nan
         recorded = self.cells[0].get("stats") if len(self.cells) == 1 else None
+        reading = None
         if isinstance(recorded, dict) and isinstance(recorded.get("median_ci"), dict) and recorded.get("median") is not None:
             self.median = float(recorded["median"])
             lo, hi = recorded["median_ci"].get("lo"), recorded["median_ci"].get("hi")
             self.ci = (math.nan if lo is None else float(lo), math.nan if hi is None else float(hi))
+            reading = timing.recorded_reading(self.cells[0])
         elif len(self.net) >= 2:
             self.ci = stats.median_ci(self.net)
         elif len(self.net) == 1:
             self.ci = (self.median, self.median)
         else:
             self.ci = (math.nan, math.nan)
+        self.floor = timing.floor_of(self.cells)
+        computed = timing.read_cost(self.median, self.ci, self.floor)
+        if reading is None:  # pooled cells, or a file from before the floor: the same rule here
+            reading = computed
+        elif not math.isfinite(reading.bound):
+            reading = timing.Reading(reading.below_floor, computed.bound)
+        self.below_floor = self.has_samples and reading.below_floor
+        self.resolution = reading.bound
         self.outliers = stats.outlier_mask(self.net) if len(self.net) >= 4 else np.zeros(len(self.net), bool)
+
+    @property
+    def shown(self):
+        """The median as a number the report may print and plot: NaN when below the floor."""
+        return math.nan if self.below_floor or not self.has_samples else self.median
 
 
 class Results:
@@ -123,8 +150,7 @@ class Results:
         try:
             backend, mode = str(cell["backend"]), str(cell["mode"])
             pattern, footprint = str(cell["pattern"]), int(cell["footprint_bytes"])
-            tsc = [float(t) for t in cell.get("tsc", [])]
-            overhead = float(cell.get("tsc_overhead", 0))
+            net = timing.net_cycles(cell, f"{self.paths[fi]}: cell {pattern}/{footprint}/{backend}/{mode}")
         except (KeyError, TypeError, ValueError) as exc:
             raise ReportError(f"{self.paths[fi]}: a damaged cell in flushbench_cells ({exc!r})") from None
         s = next((s for s in self.series if s.file_index == fi and s.backend == backend and s.mode == mode), None)
@@ -137,7 +163,7 @@ class Results:
             s.tsc_khz.add(int(cell["tsc_khz"]))
         g = self.groups.setdefault((s.index, pattern, footprint), Group(s, pattern, footprint))
         g.cells.append(cell)
-        g.net.extend(t - overhead for t in tsc)
+        g.net.extend(net)
         g.unit = g.unit or cell.get("unit", "")
 
     def _label_series(self):
@@ -150,6 +176,10 @@ class Results:
             if sum(1 for t in self.series if (t.host, t.backend, t.mode) == (s.host, s.backend, s.mode)) > 1:
                 label += f" (run {s.file_index + 1})"
             s.label = label + (" [emulated]" if s.emulated else "")
+
+    def masked(self):
+        """The series of dirty-mask cells (`run --dirty-mask`: "noncoherent+mask2")."""
+        return [s for s in self.series if s.mask is not None]
 
     def group(self, series, pattern, footprint):
         return self.groups.get((series.index, pattern, footprint))

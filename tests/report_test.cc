@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -217,12 +218,55 @@ TEST_F(ReportNeighbour, DrawsTheTimelineAndSlowdownAndWritesTheSection) {
     EXPECT_NE(page.find("<h2>Neighbour</h2>"), std::string::npos);
     EXPECT_NE(md.find("neighbour_timeline.svg"), std::string::npos);
     EXPECT_NE(md.find("neighbour_slowdown.svg"), std::string::npos);
-    // A row per step, a verdict and a reading in plain English, and the caveat about slices.
+    // The guest runs its steps in shuffled rounds, each active step between two idle ones. The
+    // step table: one row per step over all its rounds (wbinvd@max as flushbench judged it, with
+    // as many rounds as the run has; idle, the baseline). Then every window in the order it ran,
+    // with its verdict, a step's window in round N under "STEP:rN" ("wbinvd@max:r0", "idle:r0.0"
+    // for the idle before it). A run without rounds (--pace-rounds 0, or a file from before them)
+    // has one window per step, named after the step, and no step table.
     EXPECT_NE(md.find("| median ns/load [95% CI] | slowdown [95% CI] | stream ratio [95% CI] | p | verdict |"), std::string::npos) << md;
-    EXPECT_NE(md.find("| wbinvd@max | "), std::string::npos) << md;
-    EXPECT_NE(md.find("| idle | "), std::string::npos) << md;
-    EXPECT_TRUE(md.find("Largest significant slowdown") != std::string::npos ||
-                md.find("No step slowed the neighbour significantly") != std::string::npos) << md;
+    bool rounds = false;
+    for (const auto& run : doc["flushbench_neighbour"]) {
+        rounds = rounds || run.contains("steps");
+        std::set<std::string> steps;
+        for (const auto& st : run.value("steps", nlohmann::json::array())) {
+            steps.insert(st["step"].get<std::string>());
+            EXPECT_NE(md.find("\n| " + st["step"].get<std::string>() + " | " + st["mode"].get<std::string>() + " | " +
+                              std::to_string(st["rounds"].size()) + " | "),
+                      std::string::npos)
+                << st.dump() << "\n" << md;
+            for (const auto& round : st["rounds"])
+                EXPECT_NE(md.find("\n| " + round["label"].get<std::string>() + " | "), std::string::npos) << round.dump() << "\n" << md;
+        }
+        // flushbench judges the active steps; idle is their baseline (the report's row counts its windows).
+        if (run.contains("steps")) {
+            EXPECT_EQ(steps, (std::set<std::string>{"wbinvd@max"})) << run["steps"].dump();
+        }
+        for (const auto& w : run["windows"])
+            EXPECT_NE(md.find("\n| " + w["label"].get<std::string>() + " | "), std::string::npos) << w["label"] << "\n" << md;
+    }
+    if (rounds) {
+        EXPECT_NE(md.find("| step | mode | rounds | median slowdown [min, max] | verdict |"), std::string::npos) << md;
+        EXPECT_NE(md.find("\n| wbinvd@max:r0 | "), std::string::npos) << md;
+        EXPECT_NE(md.find("\n| idle:r0.0 | "), std::string::npos) << md;
+    }
+    // Either way, a row for the paced step and for idle under the step's own name: the step
+    // table's, or (without rounds) the window's.
+    EXPECT_NE(md.find("\n| wbinvd@max | "), std::string::npos) << md;
+    EXPECT_NE(md.find("\n| idle | "), std::string::npos) << md;
+    // The reading names the largest slowdown or says there was none; when flushbench could compare
+    // no step at all (a host so busy that the neighbour was preempted in every slice, which are
+    // left out), it says that instead of either.
+    bool compared = false;
+    for (const auto& run : doc["flushbench_neighbour"])
+        for (const auto& st : run.value("steps", nlohmann::json::array()))
+            compared = compared || (st.contains("slowdown") && st["slowdown"].value("median", nlohmann::json()).is_number());
+    if (compared || !doc["flushbench_neighbour"][0].contains("steps")) {
+        EXPECT_TRUE(md.find("Largest significant slowdown") != std::string::npos ||
+                    md.find("No step slowed the neighbour significantly") != std::string::npos) << md;
+    } else {
+        EXPECT_NE(md.find("No paced step could be compared with an idle step."), std::string::npos) << md;
+    }
     EXPECT_NE(md.find("slices are consecutive, not independent"), std::string::npos);
     if (doc["flushbench_neighbour"][0].value("backend", "") == "qemu-tcg") {
         EXPECT_NE(md.find("emulated (QEMU TCG)"), std::string::npos);

@@ -1,18 +1,42 @@
-"""Every caveat a reader needs before trusting a number: per file (emulation, KVM flavour, an
-interrupted run, reboots, host load, frequency scaling), per cell (failed, not run, no PMU, no TSC
-rate, below the bracket's resolution), the pattern table, and the neighbour's."""
+"""Every caveat a reader needs before trusting a number, most important first: whether the timings
+hold at all (a failed self-check, emulated instructions, TCG: host/timing_check.h), then the mode
+labels the kernel could not confirm, per file (KVM flavour, an interrupted run, reboots, host
+load, frequency scaling), per cell (failed, not run, no PMU, no TSC rate, below the timing floor),
+the pattern table, and the neighbour's."""
 
 import math
 import os
 
+from .. import evidence
 from .. import neighbour as nb
+from .. import timing
 from ..labels import bytes_iec, num, size_label
 
 FAILED = {"hung", "crashed", "fault", "corrupt"}
 
 
 def caveats(r):
-    return file_caveats(r) + cell_caveats(r) + pattern_caveats(r) + neighbour_caveats(r)
+    return timing_caveats(r) + evidence.caveats(r) + file_caveats(r) + cell_caveats(r) + pattern_caveats(r) + neighbour_caveats(r)
+
+
+def timing_caveats(r):
+    """Per file: TCG, a failed timing self-check and emulated instructions (run.timing), in that
+    order, each fact once with the runs it holds for; a file without run.timing (before schema 5) that ran on TCG says so from its own flags."""
+    out = []
+    for fi, (path, doc) in enumerate(zip(r.paths, r.docs)):
+        name = os.path.basename(path)
+        entries = timing.entries(doc)
+        out += [f"{name}: {w}" for w in timing.file_warnings(doc)]
+        fb = doc.get("context", {}).get("flushbench", {})
+        tcg = fb.get("emulated") or any(s.emulated for s in r.series if s.file_index == fi)
+        if tcg and not any(e.get("emulated_by_tcg") for e in entries):
+            out.append(f"{name}: EMULATED (TCG): backend {fb.get('backend', '?')} is emulated (QEMU TCG treats WBINVD and CLFLUSH* "
+                       "as no-ops): its timings are functional only, not costs.")
+        why = timing.unchecked(doc)
+        if why:
+            out.append(f"{name}: {why}: whether a cost is below what the bracket resolves is judged from each cell's own 95% "
+                       "interval alone.")
+    return out
 
 
 def file_caveats(r):
@@ -21,13 +45,10 @@ def file_caveats(r):
     def add(name, message):
         per_file.setdefault(message, []).append(name)
 
-    for fi, (path, doc) in enumerate(zip(r.paths, r.docs)):
+    for path, doc in zip(r.paths, r.docs):
         name = os.path.basename(path)
         ctx = doc.get("context", {})
         fb = ctx.get("flushbench", {})
-        if fb.get("emulated") or any(s.emulated for s in r.series if s.file_index == fi):
-            add(name, f"backend {fb.get('backend', '?')} is emulated (QEMU TCG treats WBINVD and CLFLUSH* as no-ops): "
-                      "its timings are functional only, not costs.")
         flavour = fb.get("host", {}).get("kvm_flavour") or fb.get("kvm_flavour")
         if flavour and flavour not in ("vmx", "svm", "none") and not fb.get("emulated"):
             add(name, f"KVM flavour {flavour} is not VMX/SVM: exit and emulation costs differ from hardware-virtualized KVM "
@@ -74,10 +95,12 @@ def cell_caveats(r):
         out.append(f"guest PMU counters unavailable in {n} cells: {reason} (cycles, instructions and LLC misses are missing).")
     if unknown_rate:
         out.append(f"{len(unknown_rate)} cells have no TSC rate: their times are TSC cycles only, no ns.")
-    for g in r.groups.values():
-        if g.has_samples and g.median <= 0:
-            out.append(f"{g.pattern} {size_label(g.footprint)} on {g.series.label}: median net cost {g.median:.0f} cycles, at or below the "
-                       "measured empty bracket: below what this bracket resolves.")
+    below = [g for g in r.groups.values() if g.below_floor]
+    if below:
+        names = [f"{g.pattern} {size_label(g.footprint)} on {g.series.label}" for g in below]
+        out.append(f"{len(below)} cells cost less than this host can resolve (their median is within the timing floor, or half their own "
+                   "95% interval, of zero): shown as \"below floor (±X cycles)\" and drawn at the floor, not as numbers ("
+                   + ", ".join(names[:6]) + (" ..." if len(names) > 6 else "") + ").")
     return out
 
 
@@ -95,7 +118,7 @@ def neighbour_caveats(r):
     out = ["neighbour: slices are consecutive, not independent: one flush burst can slow several in a row, so the "
            "intervals and p-values are optimistic for bursty effects; they rank the steps, they are not exact error rates."]
     for fi, run in r.neighbour:
-        out += run_caveats(f"{os.path.basename(r.paths[fi])} neighbour run {run.get('run', '?')}", r, fi, run)
+        out += run_caveats(f"{os.path.basename(r.paths[fi])} neighbour run {nb.run_number(run)}", r, fi, run)
     # Paced steps that did not finish (or failed) have no window: say which.
     for fi, c in r.paced:
         pace = c.get("pace") or {}
@@ -120,18 +143,37 @@ def run_caveats(name, r, fi, run):
     windows = run.get("windows") or []
     if windows and not any(w.get("rate") == "idle" for w in windows):
         out.append(f"{name}: no idle step, so no baseline: add idle:MS to --pace.")
+    late = {}  # (step, mode) -> [late, ops, windows]
+    notes = {}  # note -> windows
     for w in windows:
         eff = w.get("effect") or {}
-        late = count(w.get("late"))
-        if late > 0:
-            out.append(f"{name}: step {w.get('label', '?')} ({w.get('mode', '?')}): {late} of {w.get('ops', '?')} operations started late: "
-                       "the guest could not keep the asked rate; see the achieved rate.")
-        pre = count(eff.get("preempted"))
-        if pre > 0:
-            out.append(f"{name}: step {w.get('label', '?')}: {pre} of {eff.get('slices', '?')} slices had the neighbour preempted "
-                       "by the host scheduler: kept, but their time includes time off the CPU.")
+        n = count(w.get("late"))
+        if n > 0:
+            x = late.setdefault((nb.step_name(w), str(w.get("mode", "?"))), [0, 0, []])
+            x[0] += n
+            x[1] += count(w.get("ops"))
+            x[2].append(str(w.get("label", "?")))
         if eff.get("note") and not isinstance(eff.get("slowdown"), dict):
-            out.append(f"{name}: step {w.get('label', '?')} ({w.get('mode', '?')}): {eff['note']}")
+            notes.setdefault(str(eff["note"]), []).append(f"{w.get('label', '?')} ({w.get('mode', '?')})")
+    for (step, mode), (n, ops, labels) in late.items():
+        where = f" (in {', '.join(labels)})" if len(labels) > 1 or labels != [step] else ""
+        out.append(f"{name}: step {step} ({mode}): {n} of {ops} operations started late{where}: the guest could not keep the asked "
+                   "rate; see the achieved rate.")
+    for note, labels in notes.items():
+        out.append(f"{name}: {', '.join(labels)}: {note}")
+    pre = nb.preempted(run)
+    if pre:
+        total = sum(n for _, n, _ in pre)
+        listed = ", ".join(f"{label}: {n}" for label, n, _ in pre[:6]) + (f", and {len(pre) - 6} more windows" if len(pre) > 6 else "")
+        if nb.rounds_format(run):
+            every = nb.preempted_mask(run)
+            busy = (f" That is {int(every.sum())} of the run's {len(every)} slices: the host was too busy for the neighbour to "
+                    "measure anything; run it on a quiet host." if len(every) and every.mean() > 0.5 else "")
+            out.append(f"{name}: {total} slices had the neighbour preempted by the host scheduler and were left out of the "
+                       f"comparisons ({listed}).{busy}")
+        else:
+            out.append(f"{name}: {total} slices had the neighbour preempted by the host scheduler: kept, but their time includes "
+                       f"time off the CPU ({listed}).")
     slow = {m: v[0] for m, v in nb.idle_medians(run).items() if math.isfinite(v[0]) and v[0] > 100}
     if slow:
         out.append(f"{name}: the idle pointer chase takes {', '.join(f'{v:.0f} ns ({m})' for m, v in slow.items())} per load, "

@@ -6,7 +6,18 @@ import os
 import numpy as np
 
 from .. import stats
+from ..analysis import below_floor, lines_of
 from ..labels import cycles_label, fmt_ci, fmt_p, fmt_ratio, size_label, time_label
+from ..timing import below_floor_text
+
+NOISE = {"series": "n/a (series below floor)", "baseline": "n/a (baseline below floor)", "both": "n/a (both below floor)"}
+
+
+def ratio_cells(est, ci, p, below):
+    """ratio, interval and p as table cells; a ratio with a side below the timing floor is not a number."""
+    if below:
+        return [NOISE[below], "-", "-"]
+    return [fmt_ratio(est), fmt_ci(ci), fmt_p(p)]
 
 
 def fingerprint_rows(r):
@@ -54,8 +65,10 @@ def cell_row(p, f, s, g):
     if not n:
         reason = g.reasons()
         return [p, size_label(f), s.label, g.status + (f" ({reason})" if reason else ""), 0] + ["-"] * 8
+    if g.below_floor:  # a cost this host cannot tell from zero: no number, let alone a negative one
+        return [p, size_label(f), s.label, g.status, n, below_floor_text(g.resolution)] + ["-"] * 6 + [int(g.outliers.sum())]
     khz = next(iter(s.tsc_khz)) if len(s.tsc_khz) == 1 else None
-    lines = f // int(g.cells[0].get("line_bytes") or 64) if f else 0
+    lines = lines_of(g)
     per_line = f"{g.median / lines:.0f}" if lines and g.unit == "per-footprint" else "-"
     ci = f"[{cycles_label(g.ci[0])}, {cycles_label(g.ci[1])}]"
     us = time_label(g.median * 1e6 / khz) if khz else "-"
@@ -88,7 +101,7 @@ def noncoherent_row(r, p, f, s, g):
     if not gc or len(gc.net) < 2:
         return []
     est, ci = stats.ratio_ci(g.net, gc.net)
-    return [[p, size_label(f), s.host, s.backend, fmt_ratio(est), fmt_ci(ci), fmt_p(stats.u_test(g.net, gc.net))]]
+    return [[p, size_label(f), s.host, s.backend, *ratio_cells(est, ci, stats.u_test(g.net, gc.net), below_floor(g, gc))]]
 
 
 def guest_native_rows(r, p, f, s, g):
@@ -98,6 +111,11 @@ def guest_native_rows(r, p, f, s, g):
         if gt and len(gt.net) >= 2:
             est, ci = stats.ratio_ci(g.net, gt.net)
             d, dci = stats.difference_ci(g.net, gt.net)
-            rows.append([p, size_label(f), s.label, t.label, fmt_ratio(est), fmt_ci(ci), cycles_label(d),
-                         f"[{cycles_label(dci[0])}, {cycles_label(dci[1])}]", fmt_p(stats.u_test(g.net, gt.net))])
+            below = below_floor(g, gt)
+            ratio, ratio_ci, _ = ratio_cells(est, ci, None, below)
+            # The trap overhead of a guest cost below the floor is no number either; over a native
+            # cost below it, it is the guest's cost.
+            trap = ["n/a (guest below floor)", "-"] if g.below_floor else [cycles_label(d), f"[{cycles_label(dci[0])}, {cycles_label(dci[1])}]"]
+            rows.append([p, size_label(f), s.label, t.label, ratio, ratio_ci, *trap,
+                         "-" if g.below_floor else fmt_p(stats.u_test(g.net, gt.net))])
     return rows

@@ -10,7 +10,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
-from . import cells, kvm, memtypes, neighbour, ratios, style
+from . import cells, kvm, masks, memtypes, neighbour, ratios, style
 
 # name: (function, caption in the report). Drawn only when the results hold cells:
 CELL_FIGURES = {
@@ -21,12 +21,16 @@ CELL_FIGURES = {
     "ratios": (ratios.ratios, "Ratio of medians to the baseline series with 95% intervals."),
     "memtypes": (memtypes.memtypes, "Cost per 64-byte line by memory type, one panel per operation of the pattern table's memory-type group (median; bars: 95% interval)."),
 }
+# ...when the results hold dirty-mask cells (`run --dirty-mask`, modes like "noncoherent+mask2"):
+MASK_FIGURES = {
+    "dirty_mask": (masks.dirty_mask, "Whole-cache flush cost against the dirty-mask width (pCPUs KVM flushes per WBINVD), one line per mode and footprint, with the kernel's flushes per WBINVD (median; whiskers: 95% interval)."),
+}
 # ...and whenever there is a neighbour run:
 NEIGHBOUR_FIGURES = {
     "neighbour_timeline": (neighbour.timeline, "The host neighbour's pointer-chase latency and streaming throughput per slice, with the guest's paced steps shaded; dashed: median over the idle steps."),
     "neighbour_slowdown": (neighbour.slowdown, "The neighbour's slowdown per guest step against the idle steps (95% interval); filled and starred: significant."),
 }
-FIGURES = {**CELL_FIGURES, **NEIGHBOUR_FIGURES}
+FIGURES = {**CELL_FIGURES, **MASK_FIGURES, **NEIGHBOUR_FIGURES}
 
 
 @dataclass

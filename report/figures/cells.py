@@ -10,10 +10,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib import ticker
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from ..labels import size_label
-from .style import (MODE_STYLE, color, empty_panel, footprint_axis, grid, legend_below, log_y, no_samples_text,
-                    status_mark, time_axis)
+from ..timing import bound_text
+from .style import (BELOW_FLOOR_LABEL, below_floor_handle, below_floor_mark, color, empty_panel, footprint_axis,
+                    grid, legend_below, line_style, log_y, no_samples_text, panel_layout, status_mark, time_axis)
 
 # Above this many repetitions a cell's points are one raster image in the SVG: thousands of vector
 # dots add nothing a reader can see.
@@ -40,10 +42,13 @@ def cost_vs_footprint(job, notes):
     for ax in axes.flat[len(pats):]:
         ax.set_visible(False)
     fig.suptitle("Cost against dirty footprint (median; shaded: 95% bootstrap interval)", fontsize=11)
-    fig.tight_layout()
+    # Around each panel: cycles and their label on the left, µs on the right, a two-line title.
+    panel_layout(fig, left=0.8, right=0.75, top=0.95, bottom=0.5, wgap=1.55, hgap=0.95)
+    if dropped:
+        handles[BELOW_FLOOR_LABEL] = below_floor_handle()
     legend_below(fig, list(handles.values()), list(handles.keys()))
     if dropped:
-        notes.append("cost_vs_footprint: medians at or below 0 net cycles cannot be drawn on a log axis and are left out: "
+        notes.append("cost_vs_footprint: below the timing floor, drawn as a hollow triangle at the floor and left out of the lines: "
                      + ", ".join(dropped[:8]) + (" ..." if len(dropped) > 8 else ""))
     notes.append("cost_vs_footprint: footprint 0 has no place on a log axis; its cells are in modes_bars and the tables.")
     return fig
@@ -58,15 +63,20 @@ def cost_panel(ax, r, p, khz, handles, dropped):
     for s in r.series:
         pts = [(f, r.group(s, p, f)) for f in fps]
         pts = [(f, g) for f, g in pts if g and g.has_samples]
-        good = [(f, g) for f, g in pts if g.median > 0]
-        dropped += [f"{p} {size_label(f)} {s.label}" for f, g in pts if g.median <= 0]
+        good = [(f, g) for f, g in pts if not g.below_floor and g.median > 0]
+        for f, g in pts:
+            if g.below_floor:
+                dropped.append(f"{p} {size_label(f)} {s.label} ({bound_text(g.resolution)})")
+                y = below_floor_mark(ax, f, g, color(s))
+                ys += [y] if y else []
+                handles.setdefault(s.label, Line2D([], [], marker="o", ms=4, lw=1.5, color=color(s), ls=line_style(s)))
         if not good:
             continue
         x = [f for f, _ in good]
         y = [g.median for _, g in good]
         lo = [g.ci[0] if math.isfinite(g.ci[0]) and g.ci[0] > 0 else g.median for _, g in good]
         hi = [g.ci[1] if math.isfinite(g.ci[1]) else g.median for _, g in good]
-        (line,) = ax.plot(x, y, marker="o", ms=4, lw=1.5, color=color(s), ls=MODE_STYLE.get(s.mode, "-"))
+        (line,) = ax.plot(x, y, marker="o", ms=4, lw=1.5, color=color(s), ls=line_style(s))
         ax.fill_between(x, lo, hi, color=color(s), alpha=0.2, lw=0)
         handles[s.label] = line
         ys += lo + hi
@@ -111,14 +121,19 @@ def modes_bars(job, notes):
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.1 * rows), squeeze=False)
     khz = r.tsc_khz()
     handles = {}
+    below = []
     for ax, (p, fps) in zip(axes.flat, panels):
-        bars_panel(ax, r, p, fps, khz, handles)
+        bars_panel(ax, r, p, fps, khz, handles, below)
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
     fig.suptitle("Coherent vs non-coherent vs native at chosen footprints (median; whiskers: 95% interval)", fontsize=11)
-    fig.tight_layout()
+    panel_layout(fig, left=0.8, right=0.75, top=0.75, bottom=0.5, wgap=1.55, hgap=0.8)
+    if below:
+        handles[BELOW_FLOOR_LABEL] = below_floor_handle()
+        notes.append("modes_bars: no bar below the timing floor, a hollow triangle at the floor instead: " + ", ".join(below[:8])
+                     + (" ..." if len(below) > 8 else ""))
     legend_below(fig, list(handles.values()), list(handles.keys()))
-    modes = {s.mode for s in r.series}
+    modes = {s.mode.split("+")[0] for s in r.series}
     if "noncoherent" not in modes:
         notes.append("modes_bars: no non-coherent cells in these results (they need a VFIO device without IOMMU snoop control).")
     if "native" not in modes:
@@ -126,7 +141,7 @@ def modes_bars(job, notes):
     return fig
 
 
-def bars_panel(ax, r, p, fps, khz, handles):
+def bars_panel(ax, r, p, fps, khz, handles, below):
     """One pattern: a bar per series at each chosen footprint; what has no bar says why."""
     title = pattern_title(r, p)
     # Slots only for the series that have this pattern, so bars sit on their footprint.
@@ -134,23 +149,29 @@ def bars_panel(ax, r, p, fps, khz, handles):
     width = 0.8 / max(1, len(present))
     slots = [(i - 0.4 + width * (j + 0.5), f, s, r.group(s, p, f)) for i, f in enumerate(fps) for j, s in enumerate(present)]
     ys = []
+    if all(g is None or not g.has_samples for _, _, _, g in slots):
+        empty_panel(ax, title, no_samples_text(r, p, fps))
+        return
     for x, f, s, g in slots:
+        if g is not None and g.has_samples and g.below_floor:
+            y = below_floor_mark(ax, x, g, color(s))
+            ys += [y] if y else []
+            below.append(f"{r.cell_title(p, f)} {s.label} ({bound_text(g.resolution)})")
+            handles.setdefault(s.label, Line2D([], [], color=color(s), lw=6))
+            continue
         if g is None or not g.has_samples or g.median <= 0:
             continue
         lo, hi = g.ci
         lo = lo if math.isfinite(lo) and lo > 0 else g.median
         hi = hi if math.isfinite(hi) else g.median
-        noncoh = s.mode == "noncoherent"
+        noncoh = s.mode.split("+")[0] == "noncoherent"
         handles[s.label] = ax.bar(x, g.median, width * 0.9, color=color(s), yerr=[[g.median - lo], [hi - g.median]], capsize=2,
                                   error_kw={"lw": 0.8}, hatch="//" if noncoh else None,
                                   edgecolor="black" if noncoh else "none", lw=0.3)
         ys += [lo, hi]
-    if not ys:
-        empty_panel(ax, title, no_samples_text(r, p, fps))
-        return
     for x, f, s, g in slots:
-        if g is not None and (not g.has_samples or g.median <= 0):
-            status_mark(ax, x, g.status if not g.has_samples else "≤0", color(s))
+        if g is not None and not g.has_samples:
+            status_mark(ax, x, g.status, color(s))
     ax.set_xticks(range(len(fps)))
     ax.set_xticklabels([size_label(f) for f in fps])
     ax.set_xlim(-0.5, len(fps) - 0.5)
@@ -192,6 +213,7 @@ def distributions(job, notes):
         values = np.concatenate([r.group(s, p, f).net for s in present])
         if len(meds) > 1 and np.all(values > 0) and max(meds) / min(meds) > 10:
             ax.set_yscale("log")
+            ax.yaxis.set_minor_locator(ticker.NullLocator())  # a panel this small has no room for them; ticks cost time
             log_scaled.append(r.cell_title(p, f))
         ax.yaxis.set_major_formatter(ticker.EngFormatter(sep=""))
         ax.yaxis.set_minor_formatter(ticker.NullFormatter())
@@ -201,11 +223,18 @@ def distributions(job, notes):
     for row in axes:
         row[0].set_ylabel("net TSC cycles")
     fig.suptitle("Every repetition of every cell (net TSC cycles; black bar: median)", fontsize=11)
-    fig.tight_layout()
+    # No x ticks; the y label on the first column only.
+    panel_layout(fig, left=0.7, right=0.15, top=0.7, bottom=0.15, wgap=0.5, hgap=0.4)
     # The median bar, in the legend too, so the black line needs no guessing.
     if outlier is not None:
         handles["outlier (Tukey or MAD z > 3.5; kept)"] = outlier
     handles["median"] = Line2D([], [], color="black", lw=1.2)
+    below = [r.cell_title(p, f) + f" {s.label}" for (p, f) in keys for s in r.series
+             if r.group(s, p, f) and r.group(s, p, f).has_samples and r.group(s, p, f).below_floor]
+    if below:
+        handles["below floor: no median, grey band ±X cycles around 0"] = Patch(color="grey", alpha=0.3)
+        notes.append("distributions: repetitions are signed (a repetition may measure below zero); cells below the timing floor have "
+                     "no median bar: " + ", ".join(below[:8]) + (" ..." if len(below) > 8 else ""))
     legend_below(fig, list(handles.values()), list(handles.keys()), ncol=4, markerscale=2.5)
     if log_scaled:
         notes.append("distributions: log y axis where series differ tenfold or more: " + ", ".join(log_scaled) + ".")
@@ -228,5 +257,12 @@ def repetitions(ax, pos, g, c):
             b.set_alpha(0.35)
     ok = ~g.outliers
     points = ax.scatter(pos + jitter(pos, len(x))[ok], x[ok], s=6, color=c, alpha=0.8, lw=0, rasterized=len(x) > MANY)
-    ax.hlines(g.median, pos - 0.3, pos + 0.3, color="black", lw=1.2)
+    if g.below_floor:
+        # No median bar: the cost is not told from zero. The band it cannot be told from zero in.
+        if math.isfinite(g.resolution) and g.resolution > 0:
+            ax.fill_between([pos - 0.35, pos + 0.35], -g.resolution, g.resolution, color="grey", alpha=0.3, lw=0, zorder=0)
+        ax.annotate("below\nfloor", (pos, 1), xycoords=("data", "axes fraction"), xytext=(0, -2), textcoords="offset points",
+                    ha="center", va="top", fontsize=6.5, color="dimgrey")
+    else:
+        ax.hlines(g.median, pos - 0.3, pos + 0.3, color="black", lw=1.2)
     return points

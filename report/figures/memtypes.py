@@ -8,9 +8,11 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ..analysis import memtype_groups, per_line
+from ..analysis import lines_of, memtype_groups, per_line
 from ..labels import cycles_label, size_label
-from .style import empty_panel, legend_below, log_y, no_minor_ticks, status_mark, ticks_125
+from ..timing import bound_text
+from .style import (BELOW_FLOOR, BELOW_FLOOR_LABEL, below_floor_handle, below_title, empty_panel, legend_below, log_y,
+                    no_minor_ticks, status_mark, ticks_125)
 
 # One colour per memory type, by its place in the pattern table.
 PALETTE = ["#3b6ea5", "#e3a33b", "#b23a3a", "#5a9a5a", "#8a5aa5", "#707070"]
@@ -42,6 +44,7 @@ def memtypes(job, notes):
     for i, s in enumerate(series):
         row = [x for x in groups if x[0] is s]
         ys = [v for x in row for v in per_line(x[4]) if math.isfinite(v) and v > 0]
+        ys += [x[4].resolution / (lines_of(x[4]) or 1) for x in row if x[4].has_samples and x[4].below_floor and x[4].resolution > 0]
         for j, op in enumerate(ops):
             title = f"{op}: {', '.join(grid.patterns_of(op))}" + (f"\n{s.label}" if len(series) > 1 else "")
             fps = sorted({x[3] for x in row if x[1] == op})
@@ -56,10 +59,12 @@ def memtypes(job, notes):
                 axes[i][j].set_ylabel("median net cost per 64-byte line\n[TSC cycles, log]")
     ns_axes(r.tsc_khz(), [axes[i][len(ops) - 1] for i in range(len(series))])
     fig.suptitle("Cost per cache line by memory type (median; whiskers: 95% bootstrap interval)", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=below_title(fig))
+    if nonpositive:
+        handles[BELOW_FLOOR_LABEL] = below_floor_handle()
     legend_below(fig, list(handles.values()), list(handles.keys()))
     if nonpositive:
-        notes.append("memtypes: medians at or below 0 net cycles have no bar on a log axis: " + ", ".join(nonpositive[:8])
+        notes.append("memtypes: below the timing floor, no bar but a hollow triangle at the floor per line: " + ", ".join(nonpositive[:8])
                      + (" ..." if len(nonpositive) > 8 else ""))
     return fig
 
@@ -74,6 +79,14 @@ def operation_panel(ax, r, s, op, fps, colors, handles, nonpositive):
             if g is None:
                 continue
             xp = fi - 0.4 + width * (k + 0.5)
+            if g.has_samples and g.below_floor:  # at the floor, per line
+                lines = lines_of(g) or 1
+                if math.isfinite(g.resolution) and g.resolution > 0:
+                    ax.plot(xp, g.resolution / lines, color=colors[mt], zorder=4, **BELOW_FLOOR)
+                else:
+                    status_mark(ax, xp, "below floor", colors[mt])
+                nonpositive.append(f"{g.pattern} {size_label(f)} {s.label} ({bound_text(g.resolution / lines, '/line')})")
+                continue
             med, lo, hi = per_line(g)
             if not math.isfinite(med) or med <= 0:
                 if g.has_samples:

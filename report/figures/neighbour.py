@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib import ticker
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch, Rectangle
 
 from .. import neighbour as nb
 from ..labels import num
@@ -21,6 +22,7 @@ IDLE_SPAN = "#d4d4d4"     # idle steps: the baseline, in grey
 IDLE_MARK = "#6e6e6e"     # the same, dark enough for a marker
 OUTSIDE = "#b0b0b0"       # slices outside every window (boot, the gaps between steps)
 INSIDE = "#1b1b1b"        # slices inside a window
+DRIFT = "#c8c8c8"         # the drift between the idle steps beside a round
 
 
 def step_colors(r):
@@ -60,7 +62,7 @@ def timeline(job, notes):
     runs = [(fi, run) for fi, run in r.neighbour if len(nb.slices(run)[0])]
     for fi, run in r.neighbour:
         if not len(nb.slices(run)[0]):
-            notes.append(f"neighbour_timeline: {os.path.basename(r.paths[fi])} run {run.get('run', '?')} recorded no slices; left out.")
+            notes.append(f"neighbour_timeline: {os.path.basename(r.paths[fi])} run {nb.run_number(run)} recorded no slices; left out.")
     if not runs:
         if r.neighbour:
             notes.append("neighbour_timeline: no neighbour run recorded any slice; no figure.")
@@ -75,7 +77,7 @@ def timeline(job, notes):
     several_modes = any(len(nb.modes(run)) > 1 for _, run in runs)
     for sub, (fi, run) in zip(subs, runs):
         if timeline_run(sub, r, fi, run, colors, handles, several_modes, width):
-            log_runs.append(f"{os.path.basename(r.paths[fi])} run {run.get('run', '?')}")
+            log_runs.append(f"{os.path.basename(r.paths[fi])} run {nb.run_number(run)}")
     fig.suptitle("Host neighbour during the guest's paced steps (one point per slice; shaded: guest step)", fontsize=11)
     legend_below(fig, list(handles.values()), list(handles.keys()), ncol=3)
     if log_runs:
@@ -90,9 +92,12 @@ def timeline_run(sub, r, fi, run, colors, handles, several_modes, width):
     mid = (start + end) / 2
     windows = sorted(run.get("windows") or [], key=lambda w: num(w.get("start_s")))
     modes = nb.modes(run)
+    rounds = nb.rounds_format(run)
     inside = np.zeros(len(start), bool)
     for w in windows:
         inside |= nb.within(start, end, w)
+    # Since rounds, a slice the neighbour was preempted in is left out of every comparison: drawn apart.
+    left_out = nb.preempted_mask(run) if rounds else np.zeros(len(start), bool)
     x0 = float(np.nanmin(start)) if len(start) else 0.0
     x1 = float(np.nanmax(end)) if len(end) else 1.0
     for s, e in filter(None, map(span, windows)):
@@ -103,9 +108,13 @@ def timeline_run(sub, r, fi, run, colors, handles, several_modes, width):
             if span(w):
                 ax.axvspan(*span(w), color=window_color(colors, w), alpha=0.55 if w.get("rate") == "idle" else 0.35, lw=0, zorder=0)
         ax.plot(mid, y, color=OUTSIDE, lw=0.6, zorder=2)
-        h_out = ax.scatter(mid[~inside], y[~inside], s=5, color=OUTSIDE, lw=0, zorder=3)
-        handles["slice inside a guest step"] = ax.scatter(mid[inside], y[inside], s=5, color=INSIDE, lw=0, zorder=3)
+        h_out = ax.scatter(mid[~inside & ~left_out], y[~inside & ~left_out], s=5, color=OUTSIDE, lw=0, zorder=3)
+        keep = inside & ~left_out
+        handles["slice inside a guest step"] = ax.scatter(mid[keep], y[keep], s=5, color=INSIDE, lw=0, zorder=3)
         handles["slice outside every step (boot, gaps)"] = h_out
+        if left_out.any():
+            handles["slice the neighbour was preempted in (left out of the comparisons)"] = ax.scatter(
+                mid[left_out], y[left_out], s=9, marker="x", color="#c0504d", lw=0.6, alpha=0.7, zorder=3)
         ax.set_xlim(x0 - pad, x1 + pad)
         ax.grid(axis="x", visible=False)
     idle_baseline(ax_c, ax_s, run, windows, modes, x1 + pad, handles, several_modes)
@@ -114,9 +123,28 @@ def timeline_run(sub, r, fi, run, colors, handles, several_modes, width):
     ax_s.set_ylabel("streaming\n[GB/s]")
     ax_s.set_xlabel("time since the neighbour's first slice [s] (host CLOCK_MONOTONIC)")
     plt.setp(ax_c.get_xticklabels(), visible=False)
-    tallest = step_labels(ax_c, windows, len(modes) > 1, (x1 + 2 * pad) - x0, width)
+    if nb.in_rounds(run):  # many narrow windows: the steps in the legend, each active window's round above it
+        tallest = round_labels(ax_c, windows, len(modes) > 1)
+        for w in windows:
+            name = "idle (the baseline)" if w.get("rate") == "idle" else f"guest step {nb.step_name(w)}"
+            handles.setdefault(name, Patch(color=window_color(colors, w), alpha=0.55 if w.get("rate") == "idle" else 0.35))
+    else:
+        tallest = step_labels(ax_c, windows, len(modes) > 1, (x1 + 2 * pad) - x0, width)
     ax_c.set_title(nb.title(r, fi, run), fontsize=9.5, pad=tallest + 8)
     return log
+
+
+def round_labels(ax, windows, with_mode):
+    """"r0", "r1" ... above each active window (and its mode where the run has several); the
+    tallest label's height in points."""
+    for w in windows:
+        if not span(w) or w.get("rate") == "idle":
+            continue
+        s, e = span(w)
+        text = f"r{w.get('round', '?')}" + (f"\n{w.get('mode', '?')}" if with_mode else "")
+        ax.annotate(text, ((s + e) / 2, 1), xycoords=("data", "axes fraction"), xytext=(0, 3), textcoords="offset points",
+                    ha="center", va="bottom", fontsize=6.5)
+    return 9 * (2 if with_mode else 1)
 
 
 def idle_baseline(ax_c, ax_s, run, windows, modes, right, handles, several_modes):
@@ -175,67 +203,96 @@ def step_labels(ax, windows, with_mode, span_s, width):
 
 def slowdown(job, notes):
     r = job.results
-    runs = [(fi, run) for fi, run in r.neighbour if run.get("windows")]
+    runs = [(fi, run, shown_steps(r, run)) for fi, run in r.neighbour if run.get("windows")]
     if not runs:
         if r.neighbour:
             notes.append("neighbour_slowdown: no neighbour run has a paced step (window); no figure.")
         return None
     colors = step_colors(r)
-    nmax = max(len(run["windows"]) for _, run in runs)
-    fig = plt.figure(figsize=(max(6.5, 0.85 * nmax + 2.5), 5.2 * len(runs)), layout="constrained")
+    nmax = max(max(len(steps), 1) for _, _, steps in runs)
+    rmax = max((len(st["rounds"]) for _, _, steps in runs for st in steps), default=1)
+    fig = plt.figure(figsize=(max(6.5, (0.75 + 0.12 * rmax) * nmax + 2.5), 5.2 * len(runs)), layout="constrained")
     subs = fig.subfigures(len(runs), 1, squeeze=False, hspace=0.04)[:, 0]
     any_na = False
     log_axes = []
-    for sub, (fi, run) in zip(subs, runs):
-        na, log = slowdown_run(sub, r, fi, run, colors)
+    for sub, (fi, run, steps) in zip(subs, runs):
+        na, log = slowdown_run(sub, r, fi, run, steps, colors)
         any_na |= na
         if log:
-            log_axes.append(f"run {run.get('run', '?')}")
-    fig.suptitle("The neighbour's slowdown per guest step against the guest-idle steps (95% bootstrap interval)", fontsize=11)
-    handles = [Line2D([], [], marker="o", ls="none", color="black", mfc="black", ms=7),
-               Line2D([], [], marker="o", ls="none", color="black", mfc="white", mew=1.5, ms=7),
-               Line2D([], [], marker="o", ls="none", color=IDLE_MARK, mfc="white", mew=1.5, ms=7),
-               Line2D([], [], marker="D", ls="none", color="black", ms=5, alpha=0.8),
+            log_axes.append(f"run {nb.run_number(run)}")
+    fig.suptitle("The neighbour's slowdown per guest step:\neach round against the idle steps beside it (95% bootstrap interval)",
+                 fontsize=10.5)
+    handles = [Line2D([], [], marker="o", ls="none", color="black", mfc="black", ms=6),
+               Line2D([], [], marker="o", ls="none", color="black", mfc="white", mew=1.4, ms=6),
+               Line2D([], [], color="black", lw=2.2),
+               Patch(color=DRIFT, alpha=0.6),
+               Line2D([], [], marker="D", ls="none", color="black", ms=4.5, alpha=0.8),
                Line2D([], [], color="black", lw=0.8)]
-    labels = ["slowdown, filled, *: significant (Mann-Whitney p < 0.05 and interval excludes 1)", "slowdown, hollow: no significant effect",
-              "grey: idle step against the pooled idle slices (drift check)", "streaming ratio: interval only, no test",
-              "1 = as fast as during the idle steps"]
+    labels = ["a round, filled: slower (or faster) beyond the idle drift beside it", "a round, hollow: within that drift",
+              "median over the rounds; * every round agrees (the verdict)", "drift between the idle steps beside the round",
+              "streaming ratio per round: interval only, no test", "1 = as fast as during the idle steps"]
+    if any(st["idle"] for _, _, steps in runs for st in steps):
+        handles.append(Line2D([], [], marker="o", ls="none", color=IDLE_MARK, mfc="white", mew=1.4, ms=6))
+        labels.append("grey: idle step against the pooled idle slices (drift check; files before rounds)")
     legend_below(fig, handles, labels, ncol=2)
     if any_na:
-        notes.append("neighbour_slowdown: n/a marks a step with no ratio (too few slices, or no idle step in its mode).")
+        notes.append("neighbour_slowdown: n/a marks a step with no ratio (too few slices, or no idle step beside it).")
     if log_axes:
         notes.append("neighbour_slowdown: log slowdown axis for " + ", ".join(log_axes) + ".")
     return fig
 
 
-def by_mode(run, modes):
-    """The run's windows grouped by mode, in run order within a mode, and their x positions (a gap
-    between modes)."""
+def shown_steps(r, run):
+    """The steps the figure draws: every active step, and idle steps only where they carry their
+    own comparison (files before rounds, where each idle step was checked against the pool)."""
+    return [st for st in nb.steps(run, r.table.key)
+            if not st["idle"] or any(isinstance((x["window"].get("effect") or {}).get("slowdown"), dict) for x in st["rounds"])]
+
+
+def by_mode(steps, modes):
+    """The steps grouped by mode (they come in mode order), and their x positions (a gap between modes)."""
     ordered, pos, x = [], [], 0.0
     for mode in modes:
         if ordered:
             x += 0.6
-        for w in run["windows"]:
-            if str(w.get("mode", "?")) == mode:
-                ordered.append(w)
+        for st in steps:
+            if st["mode"] == mode:
+                ordered.append(st)
                 pos.append(x)
                 x += 1
     return ordered, pos
 
 
-def slowdown_run(sub, r, fi, run, colors):
+def step_color(colors, st):
+    return IDLE_MARK if st["idle"] else colors.get((st["pattern"], st["rate"]), "tab:purple")
+
+
+def step_tick(st):
+    """"wbinvd@max (3,890/s)": the step and the rate its rounds achieved (their median)."""
+    if st["idle"]:
+        return st["step"]
+    hz = [num(x["window"].get("achieved_hz")) for x in st["rounds"] if x["window"]]
+    hz = [h for h in hz if math.isfinite(h)]
+    if not hz:
+        return st["step"]
+    h = float(np.median(hz))
+    return f"{st['step']} (" + (f"{h:.3g}/s" if h < 1000 else f"{h:,.0f}/s") + ")"
+
+
+def slowdown_run(sub, r, fi, run, steps, colors):
     """One run's slowdown (top) and streaming-ratio (bottom) panels; (any n/a, slowdown axis log)."""
     ax, ax2 = sub.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [1.3, 1]})
-    modes = nb.modes(run)
-    ordered, pos = by_mode(run, modes)
+    modes = list(dict.fromkeys(st["mode"] for st in steps))
+    ordered, pos = by_mode(steps, modes)
     any_na = False
     values = []
-    for panel, key in ((ax, "slowdown"), (ax2, "stream_ratio")):
-        for w, xp in zip(ordered, pos):
-            shown = effect_marker(panel, w, xp, key, window_color(colors, w, marker=True))
-            any_na |= shown is None
-            if panel is ax and shown:
-                values += shown
+    for st, xp in zip(ordered, pos):
+        c = step_color(colors, st)
+        drawn = rounds_marker(ax, st, xp, "slowdown", c)
+        any_na |= drawn is None
+        values += drawn or []
+        rounds_marker(ax2, st, xp, "stream_ratio", c)
+    for panel in (ax, ax2):
         panel.axhline(1.0, color="black", lw=0.8, zorder=2)
         panel.set_xlim(-0.6, (pos[-1] if pos else 0) + 0.6)
         panel.grid(axis="x", visible=False)
@@ -252,43 +309,67 @@ def slowdown_run(sub, r, fi, run, colors):
     ax.set_ylabel("slowdown: median ns/load\n÷ idle median")
     ax2.set_ylabel("streaming: median GB/s\n÷ idle median (no test)")
     ax2.set_xticks(pos)
-    ax2.set_xticklabels([nb.window_label(w) for w in ordered], rotation=30, ha="right", fontsize=8)
+    ax2.set_xticklabels([step_tick(st) for st in ordered], rotation=30, ha="right", fontsize=8)
     if len(modes) > 1:
         mode_groups(ax, ax2, modes, ordered, pos)
     ax.set_title(nb.title(r, fi, run), fontsize=9, pad=17 if len(modes) > 1 else 6)
     return any_na, log
 
 
-def effect_marker(panel, w, xp, key, c):
-    """A step's estimate and interval for key ("slowdown" or "stream_ratio"): the values drawn, or
-    None where there is no estimate (an "n/a" box instead)."""
-    eff = w.get("effect") or {}
-    iv = eff.get(key) if isinstance(eff.get(key), dict) else {}
-    est, lo, hi = num(iv.get("estimate")), num(iv.get("lo")), num(iv.get("hi"))
-    if not math.isfinite(est):
+def offsets(n):
+    """x offsets of n rounds within a step's slot."""
+    if n <= 1:
+        return [0.0]
+    half = min(0.3, 0.08 * (n - 1))
+    return list(np.linspace(-half, half, n))
+
+
+def rounds_marker(panel, st, xp, key, c):
+    """A step's rounds (estimate and interval for key, "slowdown" or "stream_ratio") side by side
+    at xp, each over the drift band of the idle steps beside it, and the median of the rounds
+    across them. Returns the values drawn, or None when no round has an estimate (an "n/a" box)."""
+    drawn, est_all = [], []
+    for dx, x in zip(offsets(len(st["rounds"])), st["rounds"]):
+        iv = x[key] if key == "slowdown" else (x["window"].get("effect") or {}).get(key)
+        est, lo, hi = nb.interval(iv)
+        if not math.isfinite(est):
+            continue
+        est_all.append(est)
+        drawn.append(est)
+        if key == "slowdown" and math.isfinite(x["idle_drift"]) and x["idle_drift"] > 0 and not st["idle"]:
+            d = x["idle_drift"]
+            panel.add_patch(Rectangle((xp + dx - 0.045, 1 - d), 0.09, 2 * d, color=DRIFT, alpha=0.6, lw=0, zorder=1))
+            drawn += [1 - d, 1 + d]
+        if math.isfinite(lo) and math.isfinite(hi):
+            panel.errorbar(xp + dx, est, yerr=[[max(0.0, est - lo)], [max(0.0, hi - est)]], fmt="none", ecolor=c,
+                           elinewidth=1.2, capsize=2.5, zorder=3)
+            drawn += [lo, hi]
+        if key != "slowdown":  # no test on streaming: a marker that claims nothing
+            panel.plot(xp + dx, est, "D", ms=4.5, color=c, mfc=c, alpha=0.8, zorder=4)
+            continue
+        beyond = nb.verdict_direction(x["call"]) is not None if not st["idle"] else bool((x["window"].get("effect") or {}).get("significant"))
+        panel.plot(xp + dx, est, "o", ms=6, color=c, mfc=c if beyond else "white", mew=1.4, zorder=4)
+    if not est_all:
         panel.annotate("n/a", (xp, 0.5), xycoords=("data", "axes fraction"), ha="center", va="center",
                        fontsize=8, color="dimgrey", fontstyle="italic",
                        bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "lightgrey"})
         return None
-    drawn = [est]
-    if math.isfinite(lo) and math.isfinite(hi):
-        panel.errorbar(xp, est, yerr=[[max(0.0, est - lo)], [max(0.0, hi - est)]], fmt="none", ecolor=c,
-                       elinewidth=1.4, capsize=4, zorder=3)
-        drawn += [lo, hi]
-    if key != "slowdown":  # no test on streaming: a marker that claims nothing
-        panel.plot(xp, est, "D", ms=5, color=c, mfc=c, alpha=0.8, zorder=4)
-        return drawn
-    sig = bool(eff.get("significant"))
-    panel.plot(xp, est, "o", ms=7, color=c, mfc=c if sig else "white", mew=1.5, zorder=4)
-    if sig:
-        panel.annotate("*", (xp, hi if math.isfinite(hi) else est), xytext=(0, 1), textcoords="offset points",
-                       ha="center", va="bottom", fontsize=12, fontweight="bold", color=c)
+    med = float(np.median(est_all))
+    if key == "slowdown" and isinstance(st["slowdown"], dict) and math.isfinite(num(st["slowdown"].get("median"))):
+        med = num(st["slowdown"]["median"])
+    if len(est_all) > 1:  # one round is its own median
+        half = abs(offsets(len(st["rounds"]))[0]) + 0.1
+        panel.hlines(med, xp - half, xp + half, color="black", lw=2.2, alpha=0.55, zorder=2.5)
+    if key == "slowdown" and not st["idle"] and nb.verdict_direction(st["verdict"]):
+        top = max(drawn)
+        panel.annotate("*", (xp, top), xytext=(0, 1), textcoords="offset points", ha="center", va="bottom", fontsize=12,
+                       fontweight="bold", color=c)
     return drawn
 
 
 def mode_groups(ax, ax2, modes, ordered, pos):
     """The mode above each group of steps, and a dotted line between groups."""
-    xs = {mode: [xp for w, xp in zip(ordered, pos) if str(w.get("mode", "?")) == mode] for mode in modes}
+    xs = {mode: [xp for st, xp in zip(ordered, pos) if st["mode"] == mode] for mode in modes}
     for mode in modes:
         ax.annotate(mode, ((min(xs[mode]) + max(xs[mode])) / 2, 1), xycoords=("data", "axes fraction"), xytext=(0, 3),
                     textcoords="offset points", ha="center", va="bottom", fontsize=8, fontstyle="italic")

@@ -11,7 +11,12 @@ from .style import color
 
 def ratios(job, notes):
     r = job.results
-    rows = [x for x in job.ratios if math.isfinite(x["ratio"]) and x["ratio"] > 0]
+    noise = [x for x in job.ratios if x.get("below_floor")]
+    if noise:
+        notes.append("ratios: left out where a side is below the timing floor (a ratio of noise): "
+                     + ", ".join(f"{r.cell_title(x['pattern'], x['footprint'])} {x['series'].label}" for x in noise[:8])
+                     + (" ..." if len(noise) > 8 else ""))
+    rows = [x for x in job.ratios if not x.get("below_floor") and math.isfinite(x["ratio"]) and x["ratio"] > 0]
     if not rows:
         if len(r.series) > 1:
             notes.append("ratios: no cell was measured in two series with positive medians; no figure.")

@@ -12,9 +12,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 import numpy as np  # noqa: E402
 from matplotlib import ticker  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.transforms import Bbox  # noqa: E402
 
-from ..labels import size_label  # noqa: E402
+from ..labels import cycles_label, size_label  # noqa: E402
+from ..timing import bound_text  # noqa: E402
 
 PAD_INCHES = 0.1
 
@@ -22,13 +24,43 @@ plt.rcParams.update({
     "font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 9,
     "xtick.labelsize": 8, "ytick.labelsize": 8, "figure.dpi": 100, "savefig.dpi": 150,
     "axes.grid": True, "grid.alpha": 0.3, "svg.fonttype": "none",
+    # Titles just above the axes (plus axes.titlepad). Left to matplotlib (None), every draw of
+    # every panel measures its y tick labels to see whether the title must move up: no axis here
+    # has ticks or labels on top, and that measuring was a third of saving a many-panel figure.
+    "axes.titley": 1.0,
 })
 
 MODE_STYLE = {"coherent": "-", "noncoherent": "--", "native": ":", "both": "-."}
 
+# A cost below the timing floor is never a point on a cost axis: a hollow downward triangle at the
+# floor level (the bound "below floor (±X cycles)" prints), which says "somewhere under here".
+BELOW_FLOOR = dict(marker="v", ms=7, mfc="white", mew=1.4, ls="none")
+BELOW_FLOOR_LABEL = "below floor: drawn at the floor (±X cycles), not a cost"
+
 
 def color(series):
     return plt.get_cmap("tab10")(series.index % 10)
+
+
+def line_style(series):
+    """The mode's line style; a mode with a placement or mask ("noncoherent+mask2") takes its base mode's."""
+    return MODE_STYLE.get(series.mode.split("+")[0], "-")
+
+
+def below_floor_handle():
+    return Line2D([], [], color="black", **BELOW_FLOOR)
+
+
+def below_floor_mark(ax, x, g, color_):
+    """A group below the timing floor at x: the marker at its bound, or, without a positive bound,
+    the words at the bottom of the panel. Returns the y drawn at (for the axis limits), or None."""
+    if math.isfinite(g.resolution) and g.resolution > 0:
+        ax.plot(x, g.resolution, color=color_, zorder=4, **BELOW_FLOOR)
+        ax.annotate(f"below floor\n({bound_text(g.resolution)})", (x, g.resolution), xytext=(0, -7), textcoords="offset points",
+                    ha="center", va="top", fontsize=6, color=color_)
+        return g.resolution
+    status_mark(ax, x, "below floor", color_)
+    return None
 
 
 def save(fig, out, name):
@@ -48,6 +80,31 @@ def save(fig, out, name):
     for ext in ("svg", "png"):
         fig.savefig(os.path.join(out, f"{name}.{ext}"), bbox_inches=crop)
     plt.close(fig)
+
+
+def below_title(fig, lines=1):
+    """tight_layout's rect that leaves the suptitle its own room: tight_layout lays out the axes
+    only, and the panels' titles would otherwise run into it."""
+    return (0, 0, 1, 1 - (0.06 + 0.18 * lines) / fig.get_figheight())
+
+
+def panel_layout(fig, left, right, top, bottom, wgap, hgap):
+    """Places a grid of panels by margins and gaps in inches (subplots_adjust) instead of
+    tight_layout. The figures of many panels know what surrounds each panel (tick labels at one
+    font size, a label, a title of one or two lines, a µs axis on the right), and tight_layout's
+    measuring of every tick label of every panel, twice, was a third of drawing them. top leaves
+    the suptitle its room; the legends hang below the figure (save() takes them in)."""
+    w, h = fig.get_size_inches()
+    if fig._suptitle is not None:  # its top 0.12 in below the figure's, whatever the figure's height
+        fig._suptitle.set(y=1 - 0.12 / h, va="top")
+    fig.subplots_adjust(left=left / w, right=1 - right / w, top=1 - top / h, bottom=bottom / h, wspace=0, hspace=0)
+    gs = fig.axes[0].get_subplotspec().get_gridspec() if fig.axes else None
+    if gs is None:
+        return
+    rows, cols = gs.get_geometry()
+    panel_w = (w - left - right - wgap * (cols - 1)) / cols
+    panel_h = (h - top - bottom - hgap * (rows - 1)) / rows
+    fig.subplots_adjust(wspace=wgap / panel_w, hspace=hgap / panel_h)
 
 
 def grid(n, ncols):
@@ -82,6 +139,13 @@ def log_y(ax, values):
         ax.set_ylim(10 ** math.floor(math.log10(min(v) / 1.5)), 10 ** math.ceil(math.log10(max(v) * 1.5)))
     ax.yaxis.set_minor_locator(ticker.LogLocator(base=10, subs=(2, 5)))
     ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: plain_label(v)))
+
+
+def plain_label(v):
+    """"10k", "1M", "0.01": as the tables write numbers, and without mathtext, whose parsing of
+    every "10^{n}" label is a good part of drawing a figure of many panels."""
+    return cycles_label(v) if v >= 1 else f"{v:g}"
 
 
 def time_axis(ax, khz):
@@ -92,6 +156,7 @@ def time_axis(ax, khz):
     sec = ax.secondary_yaxis("right", functions=(lambda c: np.asarray(c, dtype=float) / per_us,
                                                  lambda us: np.asarray(us, dtype=float) * per_us))
     sec.set_ylabel(f"µs (TSC {khz / 1e6:.2f} GHz)", fontsize=8)
+    sec.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: plain_label(v)))
     no_minor_ticks(sec)
 
 
