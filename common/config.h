@@ -149,6 +149,8 @@ inline ConfigError set_skips(Config& c, Str list) {
         const Pattern* p = find_pattern(name);
         if (!p) return {"unknown pattern in skip", item};
         if (reason.empty() || reason.n > Config::kMaxReasonLen) return {"skip reason must be 1-48 characters", item};
+        for (size_t i = 0; i < reason.n; ++i)  // it travels in records and results as text
+            if (reason[i] <= ' ' || reason[i] > '~') return {"skip reason must be printable ASCII", item};
         size_t idx = size_t(p - kPatterns);
         c.skipped[idx] = true;
         for (size_t i = 0; i < reason.n; ++i) c.skip_reason[idx][i] = reason[i];

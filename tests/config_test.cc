@@ -113,15 +113,15 @@ TEST(Config, SkipRecordsWhy) {
 }
 
 struct Bad {
-    const char* cmdline;
-    const char* token;
+    std::string cmdline;  // may hold NUL bytes: the guest's command line is untrusted bytes
+    std::string token;
 };
 
 class ConfigRejects : public ::testing::TestWithParam<Bad> {};
 
 TEST_P(ConfigRejects, WithAMessageAndTheOffendingToken) {
     Config c;
-    ConfigError e = parse_config(GetParam().cmdline, c);
+    ConfigError e = parse_config(Str(GetParam().cmdline.data(), GetParam().cmdline.size()), c);
     ASSERT_NE(e.message, nullptr) << GetParam().cmdline;
     EXPECT_EQ(std::string(e.token.p, e.token.n), GetParam().token);
 }
@@ -134,7 +134,7 @@ INSTANTIATE_TEST_SUITE_P(BadInput, ConfigRejects,
                                            Bad{"warmup=-1", "-1"}, Bad{"phases=9", "9"},
                                            Bad{"colour=blue", "colour=blue"}, Bad{"reps=3 stray", "stray"},
                                            Bad{"reps=", "reps="}, Bad{"pmu=maybe", "pmu=maybe"},
-                                           Bad{"skip=nosuch", "nosuch"}, Bad{"pace=wbinvd:2000", "wbinvd:2000"},
+                                           Bad{"skip=nosuch", "nosuch"}, Bad{std::string("skip=clwb:a\0b", 13), std::string("clwb:a\0b", 8)}, Bad{"pace=wbinvd:2000", "wbinvd:2000"},
                                            Bad{"pace=wbinvd@0:2000", "wbinvd@0:2000"}, Bad{"pace=idle:5", "idle:5"},
                                            Bad{"pace=wbinvd@fast:100", "wbinvd@fast:100"}, Bad{"pace=nosuch@10:100", "nosuch@10:100"},
                                            Bad{"pace_footprint=4X", "pace_footprint=4X"}, Bad{"tsc_khz=5", "tsc_khz=5"}),
