@@ -2,7 +2,7 @@
 
 #include <sstream>
 
-#include "host/vfio/vfio_sysfs.h"  // read_sysfs_attr
+#include "host/sys/sysfs.h"
 
 namespace fb {
 
@@ -15,11 +15,6 @@ CpuInfo read_cpuinfo(const std::string& proc_root) {
         if (line.find_first_not_of(" \t") == std::string::npos) break;
         auto colon = line.find(':');
         if (colon == std::string::npos) continue;
-        auto trim = [](std::string s) {
-            s.erase(0, s.find_first_not_of(" \t"));
-            s.erase(s.find_last_not_of(" \t") + 1);
-            return s;
-        };
         kv[trim(line.substr(0, colon))] = trim(line.substr(colon + 1));
     }
     return kv;
