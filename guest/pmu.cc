@@ -85,7 +85,7 @@ void Pmu::init(bool wanted) {
         reason_ = "disabled-by-config";
         return;
     }
-    if (!x86::is_amd() && x86::cpuid(0).eax < 0xA) {
+    if (!x86::is_amd() && !x86::leaf_exists(0xA)) {
         reason_ = "cpuid-0xa-absent";
         return;
     }
