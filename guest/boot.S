@@ -1,5 +1,6 @@
 /* The three ways in (see common/boot.h), the switch to long mode, exception entry stubs, and the
-   setjmp/longjmp pair that lets a faulting cell return to the runner. */
+   setjmp/longjmp pair that lets a faulting cell return to the runner. The control-register, EFER
+   and page-table values (kBoot*) come from common/x86 through guest/boot_constants.cc. */
 
 #define MB_MAGIC     0x1BADB002
 #define MB_FLAGS     ((1 << 1) | (1 << 16))   /* memory info; a.out kludge: load by header address */
@@ -8,7 +9,6 @@
 #define ENTRY_MULTIBOOT 1
 #define ENTRY_PVH       2
 #define ENTRY_DIRECT    3
-#define MSR_EFER 0xC0000080
 #define KERNEL_CS 0x08
 #define KERNEL_DS 0x10
 
@@ -55,26 +55,30 @@ enter_long_mode:
     xor %ecx, %ecx
 1:  mov %ecx, %eax
     shl $21, %eax
-    or $0x83, %eax          /* present, writable, 2 MiB */
+    or $kBootLargePageEntry, %eax
     mov %eax, (%ebx, %ecx, 8)
     movl $0, 4(%ebx, %ecx, 8)
     inc %ecx
     cmp $512, %ecx
     jne 1b
+    mov $boot_pd, %edx
+    or $kBootTableEntry, %edx
     mov $boot_pdpt, %eax
-    movl $boot_pd + 3, (%eax)
+    mov %edx, (%eax)
+    mov $boot_pdpt, %edx
+    or $kBootTableEntry, %edx
     mov $boot_pml4, %eax
-    movl $boot_pdpt + 3, (%eax)
+    mov %edx, (%eax)
     mov %eax, %cr3
     mov %cr4, %eax
-    or $(1 << 5), %eax      /* PAE */
+    or $kBootCr4, %eax      /* PAE */
     mov %eax, %cr4
-    mov $MSR_EFER, %ecx
+    mov $kBootMsrEfer, %ecx
     rdmsr
-    or $(1 << 8), %eax      /* LME */
+    or $kBootEfer, %eax     /* LME */
     wrmsr
     mov %cr0, %eax
-    or $0x80010001, %eax    /* PG, WP, PE */
+    or $kBootCr0, %eax      /* PG, WP, PE */
     mov %eax, %cr0
     lgdt gdt_ptr
     ljmp $KERNEL_CS, $from_32bit

@@ -6,16 +6,21 @@
 #include <stdint.h>
 
 #include "common/patterns.h"
+#include "common/x86/memory_type.h"
+#include "common/x86/paging.h"
 
 namespace fb::guest {
 
 class Paging final {
 public:
-    static constexpr uint64_t kPageBytes = 2ull << 20;
+    static constexpr uint64_t kPageBytes = x86::kLargePageBytes;
     static constexpr uint64_t kMappedBytes = 4ull << 30;
-    // PA0..PA7 = WB, WC, UC-, UC, WB, WP, UC-, WT (the Linux layout): index = PCD*2 + PWT for
-    // our four types, so 2 MiB entries never need their PAT bit.
-    static constexpr uint64_t kPatValue = 0x0407050600070106ull;
+    // PA0..PA7 as Linux programs them: the four types the patterns use sit at indices 0-3, which
+    // PWT and PCD alone select, so 2 MiB entries never need their PAT bit.
+    static constexpr x86::MemoryType kPatLayout[x86::kPatEntries] = {
+        x86::MemoryType::wb, x86::MemoryType::wc, x86::MemoryType::uc_minus, x86::MemoryType::uc,
+        x86::MemoryType::wb, x86::MemoryType::wp, x86::MemoryType::uc_minus, x86::MemoryType::wt};
+    static constexpr uint64_t kPatValue = x86::pat_value(kPatLayout);
 
     // Builds the tables, programs the PAT and switches CR3. Call once, early.
     static void init();

@@ -32,9 +32,9 @@ bool Pmu::program_intel() {
     uint32_t n = 0;
     for (auto& w : wants) {
         if (n == counters || !usable(w.bit)) continue;
-        wrmsr(uint32_t(Msr::perfevtsel0) + n, 0);
-        wrmsr(uint32_t(Msr::pmc0) + n, 0);
-        wrmsr(uint32_t(Msr::perfevtsel0) + n, evtsel(w.event, w.umask));
+        wrmsr(x86::intel_perfevtsel(n), 0);
+        wrmsr(x86::intel_pmc(n), 0);
+        wrmsr(x86::intel_perfevtsel(n), evtsel(w.event, w.umask));
         add(w.name, n++);
     }
     if (version >= 2) wrmsr(Msr::perf_global_ctrl, (1ull << n) - 1);
@@ -46,17 +46,15 @@ bool Pmu::program_amd() {
     // PerfCtrExtCore moves the counters to 0xC0010200 (CTL/CTR interleaved); without it, the K7
     // legacy block. Last-level-cache misses live in the L3 PMU, not in core counters.
     bool ext = x86::has(x86::Feature::perfctr_core);
-    auto ctl = [&](uint32_t i) { return ext ? uint32_t(Msr::amd_perf_ctl_core) + 2 * i : uint32_t(Msr::amd_perf_ctl_legacy) + i; };
-    auto ctr = [&](uint32_t i) { return ext ? uint32_t(Msr::amd_perf_ctl_core) + 2 * i + 1 : uint32_t(Msr::amd_perf_ctr_legacy) + i; };
     struct Want {
         const char* name;
         uint32_t event;
     } wants[] = {{"cycles", 0x76}, {"instructions", 0xC0}};
     uint32_t n = 0;
     for (auto& w : wants) {
-        wrmsr(ctl(n), 0);
-        wrmsr(ctr(n), 0);
-        wrmsr(ctl(n), evtsel(w.event, 0));
+        wrmsr(x86::amd_perf_ctl(ext, n), 0);
+        wrmsr(x86::amd_perf_ctr(ext, n), 0);
+        wrmsr(x86::amd_perf_ctl(ext, n), evtsel(w.event, 0));
         add(w.name, n++);
     }
     kind_ = ext ? "amd-perfctr-core" : "amd-legacy";
@@ -87,7 +85,7 @@ void Pmu::init(bool wanted) {
         reason_ = "disabled-by-config";
         return;
     }
-    if (!x86::is_amd() && x86::cpuid(0).eax < 0xA) {
+    if (!x86::is_amd() && !x86::leaf_exists(0xA)) {
         reason_ = "cpuid-0xa-absent";
         return;
     }

@@ -157,7 +157,7 @@ TEST(GuestBoot, MemoryTypePatternsReportTheirMapping) {
         EXPECT_EQ(c.mapping->asked, mem_type_name(p->memtype)) << c.pattern;
         // Every memory-type cell reads its mapping back, write-back ones too.
         EXPECT_EQ(c.mapping->mapped, c.mapping->asked) << c.pattern << ": the page table reads back another type";
-        EXPECT_EQ(c.mapping->pat, 0x0407050600070106u) << c.pattern << ": PAT entries WB, WT, UC-, UC, WB, WP, WC, UC";
+        EXPECT_EQ(c.mapping->pat, 0x0407050600070106u) << c.pattern << ": PA0..PA7 WB, WC, UC-, UC, WB, WP, UC-, WT";
     }
     EXPECT_TRUE(b.stream.hello().count("mtrr_def_type"));
     EXPECT_EQ(b.stream.hello().at("pat"), "0x407050600070106");

@@ -1,20 +1,13 @@
-// CPU identification and the timing instructions. Usable in ring 0 and in user space, so the guest
-// kernel and the native host runs share it.
+// CPU identification (vendor, caches, TSC rate) and the timing instructions. Usable in ring 0 and
+// in user space, so the guest kernel and the native host runs share it. Feature bits: cpu_features.h.
 #pragma once
 
 #include <stdint.h>
 
+#include "common/x86/cpu_features.h"
+#include "common/x86/cpuid.h"
+
 namespace fb::x86 {
-
-struct CpuidRegs {
-    uint32_t eax, ebx, ecx, edx;
-};
-
-[[gnu::always_inline]] inline CpuidRegs cpuid(uint32_t leaf, uint32_t subleaf = 0) {
-    CpuidRegs r;
-    asm volatile("cpuid" : "=a"(r.eax), "=b"(r.ebx), "=c"(r.ecx), "=d"(r.edx) : "a"(leaf), "c"(subleaf));
-    return r;
-}
 
 // LFENCE before RDTSC keeps earlier instructions from drifting into the timed region (Intel SDM
 // and AMD APM both document LFENCE as dispatch-serializing for this purpose; on AMD it needs
@@ -42,57 +35,6 @@ template <bool kRdtscp>
 [[gnu::always_inline]] inline void compiler_barrier() { asm volatile("" ::: "memory"); }
 [[gnu::always_inline]] inline void pause() { asm volatile("pause"); }
 
-// CPUID feature bits this project cares about, one per line: leaf, register, bit.
-enum class Feature : uint8_t {
-    none,       // always available
-    clflush,    // 1.EDX[19]
-    clflushopt, // 7.0.EBX[23]
-    clwb,       // 7.0.EBX[24]
-    wbnoinvd,   // 0x80000008.EBX[9]; without it F3 0F 09 silently executes as WBINVD
-    rdtscp,     // 0x80000001.EDX[27]
-    invtsc,     // 0x80000007.EDX[8]
-    hypervisor, // 1.ECX[31]
-    pdcm,       // 1.ECX[15]: IA32_PERF_CAPABILITIES exists
-    perfctr_core, // 0x80000001.ECX[23]: AMD PerfCtrExtCore (six counters at 0xC0010200)
-    self_snoop, // 1.EDX[27]: KVM may honour guest PAT without non-coherent DMA only with it
-};
-
-inline bool has(Feature f) {
-    auto max_basic = cpuid(0).eax;
-    auto max_ext = cpuid(0x80000000).eax;
-    switch (f) {
-        case Feature::none: return true;
-        case Feature::clflush: return cpuid(1).edx >> 19 & 1;
-        case Feature::clflushopt: return max_basic >= 7 && (cpuid(7).ebx >> 23 & 1);
-        case Feature::clwb: return max_basic >= 7 && (cpuid(7).ebx >> 24 & 1);
-        case Feature::wbnoinvd: return max_ext >= 0x80000008 && (cpuid(0x80000008).ebx >> 9 & 1);
-        case Feature::rdtscp: return max_ext >= 0x80000001 && (cpuid(0x80000001).edx >> 27 & 1);
-        case Feature::invtsc: return max_ext >= 0x80000007 && (cpuid(0x80000007).edx >> 8 & 1);
-        case Feature::hypervisor: return cpuid(1).ecx >> 31 & 1;
-        case Feature::pdcm: return cpuid(1).ecx >> 15 & 1;
-        case Feature::perfctr_core: return max_ext >= 0x80000001 && (cpuid(0x80000001).ecx >> 23 & 1);
-        case Feature::self_snoop: return cpuid(1).edx >> 27 & 1;
-    }
-    return false;
-}
-
-inline const char* feature_name(Feature f) {
-    switch (f) {
-        case Feature::none: return "none";
-        case Feature::clflush: return "clflush";
-        case Feature::clflushopt: return "clflushopt";
-        case Feature::clwb: return "clwb";
-        case Feature::wbnoinvd: return "wbnoinvd";
-        case Feature::rdtscp: return "rdtscp";
-        case Feature::invtsc: return "invtsc";
-        case Feature::hypervisor: return "hypervisor";
-        case Feature::pdcm: return "pdcm";
-        case Feature::perfctr_core: return "perfctr_core";
-        case Feature::self_snoop: return "ss";
-    }
-    return "?";
-}
-
 // 12-byte vendor strings: "GenuineIntel", "AuthenticAMD"; hypervisor: "KVMKVMKVM\0\0\0", ...
 struct Vendor {
     char s[13];
@@ -110,7 +52,7 @@ inline Vendor cpu_vendor() {
 inline Vendor hypervisor_vendor(uint32_t* max_leaf = nullptr) {
     Vendor v{};
     if (!has(Feature::hypervisor)) return v;
-    auto r = cpuid(0x40000000);
+    auto r = cpuid(kHypervisorLeaves);
     uint32_t regs[3] = {r.ebx, r.ecx, r.edx};
     for (int i = 0; i < 12; ++i) v.s[i] = char(regs[i / 4] >> (8 * (i % 4)));
     if (max_leaf) *max_leaf = r.eax;
@@ -133,14 +75,14 @@ inline uint32_t clflush_line_bytes() {
 inline uint64_t llc_bytes() {
     uint32_t leaf = 4;
     if (is_amd()) {
-        if (cpuid(0x80000000).eax < 0x8000001D || !(cpuid(0x80000001).ecx >> 22 & 1)) {
+        if (!leaf_exists(0x8000001D) || !has(Feature::topoext)) {
             // Legacy AMD: L3 size in 512 KiB units, 0x80000006.EDX[31:18].
-            if (cpuid(0x80000000).eax < 0x80000006) return 0;
+            if (!leaf_exists(0x80000006)) return 0;
             uint64_t l3 = uint64_t(cpuid(0x80000006).edx >> 18) * 512 * 1024;
             return l3 ? l3 : uint64_t(cpuid(0x80000006).ecx >> 16) * 1024;
         }
         leaf = 0x8000001D;
-    } else if (cpuid(0).eax < 4) {
+    } else if (!leaf_exists(4)) {
         return 0;
     }
     uint64_t best = 0;
@@ -172,12 +114,11 @@ inline TscFreq tsc_frequency() {
         uint32_t khz = cpuid(0x40000010).eax;
         if (khz) return {khz, "cpuid-0x40000010"};
     }
-    uint32_t max_basic = cpuid(0).eax;
-    if (max_basic >= 0x15) {
+    if (leaf_exists(0x15)) {
         auto r = cpuid(0x15);  // TSC = crystal * EBX / EAX
         if (r.eax && r.ebx && r.ecx) return {uint64_t(r.ecx) * r.ebx / r.eax / 1000, "cpuid-0x15"};
     }
-    if (max_basic >= 0x16) {
+    if (leaf_exists(0x16)) {
         uint32_t mhz = cpuid(0x16).eax & 0xffff;  // base frequency: equals the TSC rate on Intel
         if (mhz) return {uint64_t(mhz) * 1000, "cpuid-0x16"};
     }

@@ -19,6 +19,8 @@
 
 #include <fmt/format.h>
 
+#include "host/env/cpuinfo.h"
+
 extern char** environ;
 
 namespace fb {
@@ -50,13 +52,9 @@ std::string read_file(const std::string& path) {
 }
 
 std::string cpu_vendor() {
-    std::ifstream in("/proc/cpuinfo");
-    for (std::string line; std::getline(in, line);)
-        if (line.rfind("vendor_id", 0) == 0) {
-            auto c = line.find(':');
-            return c == std::string::npos ? "" : line.substr(line.find_first_not_of(" \t", c + 1));
-        }
-    return "unknown";
+    CpuInfo ci = read_cpuinfo();
+    auto it = ci.find("vendor_id");
+    return it != ci.end() ? it->second : "unknown";
 }
 
 // What this host lacks by PCM's known requirements; said next to PCM's own message.

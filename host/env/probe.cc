@@ -29,6 +29,7 @@
 #include <fmt/format.h>
 
 #include "common/x86/cpu.h"
+#include "host/env/cpuinfo.h"
 #include "host/sys/fd.h"
 #include "host/sys/kvm.h"
 #include "host/sys/perf_event.h"
@@ -134,35 +135,6 @@ std::optional<std::string> run_capture(const std::vector<std::string>& argv, std
     }
     if (timed_out || !WIFEXITED(status) || WEXITSTATUS(status) != 0) return std::nullopt;
     return out;
-}
-
-// The first processor's block of /proc/cpuinfo: all CPUs of one socket report the same model.
-std::map<std::string, std::string> read_cpuinfo(const std::string& proc_root) {
-    std::map<std::string, std::string> kv;
-    auto text = read_sysfs_attr(proc_root + "/cpuinfo");
-    if (!text) return kv;
-    std::stringstream ss(*text);
-    for (std::string line; std::getline(ss, line);) {
-        if (line.find_first_not_of(" \t") == std::string::npos) break;
-        auto colon = line.find(':');
-        if (colon == std::string::npos) continue;
-        auto trim = [](std::string s) {
-            s.erase(0, s.find_first_not_of(" \t"));
-            s.erase(s.find_last_not_of(" \t") + 1);
-            return s;
-        };
-        kv[trim(line.substr(0, colon))] = trim(line.substr(colon + 1));
-    }
-    return kv;
-}
-
-bool has_flag(const std::map<std::string, std::string>& cpuinfo, const std::string& flag) {
-    auto it = cpuinfo.find("flags");
-    if (it == cpuinfo.end()) return false;
-    std::stringstream ss(it->second);
-    for (std::string f; ss >> f;)
-        if (f == flag) return true;
-    return false;
 }
 
 // modprobe advice is useless on a kernel without module support; say so where it matters.
@@ -329,7 +301,7 @@ Capability probe_iommu(const ProbeOptions& o) {
                                args.empty() ? "no iommu options" : join(args, " "));
         c.fix = "enable VT-d / AMD-Vi in firmware and boot with intel_iommu=on (Intel; AMD-Vi is on by default)";
         // QEMU's emulated VT-d reports ECAP.SC only with snoop-control=on, so a nested setup can pick its mode.
-        if (has_flag(read_cpuinfo(o.proc_root), "hypervisor"))
+        if (cpuinfo_has(read_cpuinfo(o.proc_root), x86::Feature::hypervisor))
             c.fix += "; inside a VM, give it a vIOMMU (QEMU -device intel-iommu,caching-mode=on) and bind an emulated "
                      "PCI device such as e1000 to vfio-pci: ECAP.SC is clear (non-coherent) unless snoop-control=on "
                      "(coherent; QEMU refuses that for vhost/VFIO-backed devices)";
@@ -455,7 +427,7 @@ Capability probe_pcm(const ProbeOptions& o) {
                            msr.string(), have_msr ? "exists" : "missing");
     c.available = !pcm.empty() && intel && have_msr;
     if (c.available) {
-        if (has_flag(cpuinfo, "hypervisor"))
+        if (cpuinfo_has(cpuinfo, x86::Feature::hypervisor))
             c.detail += " (under a hypervisor PCM usually cannot reach the uncore counters)";
         return c;
     }
@@ -507,7 +479,7 @@ Capability probe_cpu(const ProbeOptions& o) {
     auto get = [&](const char* k) { return ci.count(k) ? ci[k] : std::string("?"); };
     Llc llc = find_llc(o.sysfs_root);
     std::string hv = "no hypervisor bit";
-    if (has_flag(ci, "hypervisor")) {
+    if (cpuinfo_has(ci, x86::Feature::hypervisor)) {
         auto v = x86::hypervisor_vendor();
         hv = v.s[0] ? fmt::format("hypervisor bit set ({})", v.s) : "hypervisor bit set";
     }
@@ -533,7 +505,7 @@ Capability probe_frequency(const ProbeOptions& o) {
     fs::path cpu = fs::path(o.sysfs_root) / "devices/system/cpu";
     auto governor = read_sysfs_attr((cpu / "cpu0/cpufreq/scaling_governor").string());
     if (!governor) {
-        if (has_flag(read_cpuinfo(o.proc_root), "hypervisor")) {
+        if (cpuinfo_has(read_cpuinfo(o.proc_root), x86::Feature::hypervisor)) {
             c.detail = "no cpufreq (virtual machine?): the host decides the frequency, it cannot be pinned from here";
             c.fix = "pin the frequency on the physical host (cpupower frequency-set -g performance; disable turbo) "
                     "and compare numbers only within one run";

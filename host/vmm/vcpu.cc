@@ -14,22 +14,11 @@
 #include <fmt/format.h>
 
 #include "common/boot.h"
+#include "common/x86/control_registers.h"
 
 namespace fb {
 namespace {
 
-// Control registers and EFER (SDM vol. 3, 2.5 and 2.2.1).
-constexpr uint64_t kCr0Pe = 1ull << 0;
-constexpr uint64_t kCr0Mp = 1ull << 1;  // with NE: x87/SSE faults are reported as #MF/#XM
-constexpr uint64_t kCr0Et = 1ull << 4;
-constexpr uint64_t kCr0Ne = 1ull << 5;
-constexpr uint64_t kCr0Wp = 1ull << 16;
-constexpr uint64_t kCr0Pg = 1ull << 31;
-constexpr uint64_t kCr4Pae = 1ull << 5;
-constexpr uint64_t kCr4Osfxsr = 1ull << 9;  // SSE usable without #UD
-constexpr uint64_t kCr4Osxmmexcpt = 1ull << 10;
-constexpr uint64_t kEferLme = 1ull << 8;
-constexpr uint64_t kEferLma = 1ull << 10;
 constexpr uint64_t kRflagsFixed = 1ull << 1;  // bit 1 always reads 1; IF = 0
 
 // Hidden segment types, accessed bit set: VMX entry checks reject an unaccessed usable segment.
@@ -174,10 +163,10 @@ void Vcpu::setup_long_mode(uint64_t cr3) {
     s.idt.base = 0;
     s.idt.limit = 0;
 
-    s.cr0 = kCr0Pe | kCr0Mp | kCr0Et | kCr0Ne | kCr0Wp | kCr0Pg;
+    s.cr0 = x86::kCr0Pe | x86::kCr0Mp | x86::kCr0Et | x86::kCr0Ne | x86::kCr0Wp | x86::kCr0Pg;
     s.cr3 = cr3;
-    s.cr4 = kCr4Pae | kCr4Osfxsr | kCr4Osxmmexcpt;
-    s.efer = kEferLme | kEferLma;
+    s.cr4 = x86::kCr4Pae | x86::kCr4Osfxsr | x86::kCr4Osxmmexcpt;
+    s.efer = x86::kEferLme | x86::kEferLma;  // loaded, not entered: LMA is ours to set
     set_sregs(s);
 }
 

@@ -14,6 +14,7 @@
 #include <fmt/format.h>
 
 #include "common/boot.h"
+#include "common/x86/paging.h"
 #include "host/vmm/elf_image.h"
 #include "host/sys/kvm.h"
 #include "host/vmm/vcpu.h"
@@ -21,13 +22,6 @@
 namespace fb {
 namespace {
 
-
-// Page-table entry bits (SDM vol. 3, 4-level paging).
-constexpr uint64_t kPtePresent = 1ull << 0;
-constexpr uint64_t kPteWritable = 1ull << 1;
-constexpr uint64_t kPteLarge = 1ull << 7;  // in a PD entry: this entry maps 2 MiB
-constexpr uint64_t kLargePageBytes = 2ull << 20;
-constexpr size_t kEntriesPerTable = 512;
 
 // Segment descriptors: 64-bit ring-0 code (L=1, D=0), flat read/write data, and the upper half
 // of a 16-byte 64-bit TSS descriptor (type 0xb = busy: VM entry rejects an available TSS in TR).
@@ -146,11 +140,11 @@ void Vm::setup_direct_boot(std::string_view cmdline) {
     std::memset(gpa(0, L::kEnd), 0, L::kEnd);
     auto put64 = [this](uint64_t addr, uint64_t v) { std::memcpy(gpa(addr, sizeof v), &v, sizeof v); };
 
-    put64(L::kPml4, L::kPdpt | kPtePresent | kPteWritable);
-    put64(L::kPdpt, L::kPd | kPtePresent | kPteWritable);
-    static_assert(kEntriesPerTable * kLargePageBytes == L::kMappedBytes);
-    for (uint64_t i = 0; i < kEntriesPerTable; ++i)
-        put64(L::kPd + i * sizeof(uint64_t), i * kLargePageBytes | kPtePresent | kPteWritable | kPteLarge);
+    put64(L::kPml4, x86::table_entry(L::kPdpt));
+    put64(L::kPdpt, x86::table_entry(L::kPd));
+    static_assert(x86::kEntriesPerTable * x86::kLargePageBytes == L::kMappedBytes);
+    for (uint64_t i = 0; i < x86::kEntriesPerTable; ++i)
+        put64(L::kPd + i * sizeof(uint64_t), x86::large_page_entry(i * x86::kLargePageBytes));
 
     // The GDT matches the hidden segment state Vcpu::setup_long_mode() loads, so a guest that
     // reloads a selector (iretq, a far return) before installing its own GDT gets the same segment.

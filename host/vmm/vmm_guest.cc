@@ -15,6 +15,7 @@
 
 #include "common/boot.h"
 #include "common/wire.h"
+#include "common/x86/uart16550.h"
 #include "host/vmm/elf_image.h"
 
 namespace fb {
@@ -23,16 +24,8 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using Kind = VmmOutcome::Kind;
 
-// 16550 UART register offsets from the base port, and the values a polling driver needs.
-constexpr uint16_t kUartPorts = 8;
-constexpr uint16_t kUartData = 0;  // THR/RBR, or the divisor's low byte while DLAB is set
-constexpr uint16_t kUartIir = 2;
-constexpr uint16_t kUartLcr = 3;
-constexpr uint16_t kUartLsr = 5;
-constexpr uint16_t kUartScr = 7;
-constexpr uint8_t kLsrThrEmpty = 0x60;  // THRE | TEMT: every byte is "sent" at once
-constexpr uint8_t kIirNoInterrupt = 0x01;
-constexpr uint8_t kLcrDlab = 0x80;
+namespace uart = x86::uart16550;
+constexpr uint8_t kUartIdleLsr = uart::kLsrThre | uart::kLsrTemt;  // every byte is "sent" at once
 constexpr uint8_t kUnclaimedRead = 0xff;  // what an ISA read that no device decodes returns
 
 constexpr size_t kRecordHeader = offsetof(boot::RecordBuffer, data);
@@ -246,7 +239,7 @@ bool VmmGuest::handle_exit(kvm_run& run) {
             uint8_t* data = reinterpret_cast<uint8_t*>(&run) + run.io.data_offset;
             const bool out = run.io.direction == KVM_EXIT_IO_OUT;
             const uint16_t port = run.io.port;
-            if (port >= boot::kCom1 && port < boot::kCom1 + kUartPorts) {
+            if (port >= boot::kCom1 && port < boot::kCom1 + uart::kRegisters) {
                 handle_uart(uint16_t(port - boot::kCom1), out, data, run.io.size, run.io.count);
                 return true;
             }
@@ -334,26 +327,26 @@ void VmmGuest::handle_uart(uint16_t offset, bool out, uint8_t* data, uint32_t si
             // Only the low byte reaches an 8-bit UART; IER, FCR, MCR and the divisor mean nothing
             // to a UART that "sends" every byte at once.
             const uint8_t v = elem[0];
-            if (offset == kUartData && !(lcr_ & kLcrDlab))
+            if (offset == uart::kData && !(lcr_ & uart::kLcrDlab))
                 text.push_back(char(v));
-            else if (offset == kUartLcr)
+            else if (offset == uart::kLcr)
                 lcr_ = v;
-            else if (offset == kUartScr)
+            else if (offset == uart::kScr)
                 scr_ = v;
             continue;
         }
         std::memset(elem, 0, size);
         switch (offset) {
-            case kUartLsr:
-                elem[0] = kLsrThrEmpty;
+            case uart::kLsr:
+                elem[0] = kUartIdleLsr;
                 break;
-            case kUartIir:
-                elem[0] = kIirNoInterrupt;
+            case uart::kIir:
+                elem[0] = uart::kIirNoInterruptPending;
                 break;
-            case kUartLcr:
+            case uart::kLcr:
                 elem[0] = lcr_;
                 break;
-            case kUartScr:
+            case uart::kScr:
                 elem[0] = scr_;
                 break;
             default:
