@@ -53,6 +53,7 @@
 #include "common/patterns.h"
 #include "common/x86/cpu.h"
 #include "host/run/native.h"
+#include "host/sys/cpus.h"
 #include "host/counters/perf_counters.h"
 #include "host/run/runner.h"
 #include "host/results/statistics.h"
@@ -143,11 +144,8 @@ Flags take_flags(int& argc, char** argv) {
 int pin(int cpu) {
     if (cpu < 0) cpu = sched_getcpu();
     if (cpu < 0 || cpu >= CPU_SETSIZE) usage_error(fmt::format("cannot tell which CPU this is: {}", strerror(errno)));
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(cpu, &set);
-    if (sched_setaffinity(0, sizeof set, &set) != 0)
-        usage_error(fmt::format("cannot pin to CPU {}: {} (see /sys/devices/system/cpu/online)", cpu, strerror(errno)));
+    if (int err = fb::try_pin(0, cpu); err != 0)
+        usage_error(fmt::format("cannot pin to CPU {}: {} (see /sys/devices/system/cpu/online)", cpu, strerror(err)));
     return cpu;
 }
 

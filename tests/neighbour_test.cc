@@ -14,7 +14,7 @@
 #include <thread>
 #include <vector>
 
-#include "host/vmm/vcpu.h"
+#include "host/sys/cpus.h"
 
 namespace fb {
 namespace {
@@ -191,13 +191,13 @@ std::vector<NeighbourSlice> synthetic(size_t n, double chase, double gbs) {
 
 TEST(NeighbourWindow, SameDistributionIsNoEffect) {
     auto base = synthetic(40, 20, 10), window = synthetic(40, 20, 10);
-    window[3].preemptions = 2;
-    base[0].preemptions = base[1].preemptions = 1;
+    window[3].preemptions = 2;  // the same slice of each: what is left is still one distribution
+    base[3].preemptions = 1;
     auto e = window_effect(window, base);
     EXPECT_EQ(e.preempted, 1u);
-    EXPECT_EQ(e.baseline_preempted, 2u);
-    EXPECT_EQ(e.slices, 40u);
-    EXPECT_EQ(e.baseline_slices, 40u);
+    EXPECT_EQ(e.baseline_preempted, 1u);
+    EXPECT_EQ(e.slices, 39u) << "preempted slices are left out";
+    EXPECT_EQ(e.baseline_slices, 39u);
     EXPECT_DOUBLE_EQ(e.slowdown.estimate, 1);
     EXPECT_LE(e.slowdown.lo, 1);
     EXPECT_GE(e.slowdown.hi, 1);
@@ -223,6 +223,17 @@ TEST(NeighbourWindow, DoubledChaseIsASignificantSlowdown) {
     auto j = to_json(e);
     EXPECT_EQ(j["significant"], true);
     EXPECT_TRUE(j["slowdown"]["lo"].is_number());
+}
+
+TEST(NeighbourWindow, PreemptedSlicesAreLeftOutAndNamed) {
+    auto base = synthetic(40, 20, 10), window = synthetic(30, 80, 2);  // a large slowdown, if it counted
+    for (auto& s : window) s.preemptions = 1;
+    auto e = window_effect(window, base);
+    EXPECT_EQ(e.slices, 0u);
+    EXPECT_EQ(e.preempted, 30u);
+    EXPECT_TRUE(std::isnan(e.slowdown.estimate)) << "a busy CPU is not a slowdown the guest caused";
+    EXPECT_FALSE(e.significant);
+    EXPECT_NE(e.note.find("30 and 0 more were preempted"), std::string::npos) << e.note;
 }
 
 TEST(NeighbourWindow, TooFewSlicesIsNaNNotAFigure) {

@@ -1,5 +1,6 @@
 // describe_vfio_file() against fake sysfs trees shaped like the real one: relative symlinks from
 // iommu_groups into /sys/devices, each device's iommu link to its unit, intel-iommu/ecap as hex text.
+#include "host/sys/sysfs.h"
 #include "host/vfio/vfio_sysfs.h"
 
 #include <gtest/gtest.h>

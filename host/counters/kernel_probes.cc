@@ -9,9 +9,9 @@
 
 #include <fmt/format.h>
 
-#include "host/counters/perf_counters.h"  // perf_event_open
-#include "host/vmm/vcpu.h"           // online_cpus
-#include "host/vfio/vfio_sysfs.h"     // read_sysfs_attr
+#include "host/sys/cpus.h"
+#include "host/sys/perf_event.h"
+#include "host/sys/sysfs.h"
 
 namespace fb {
 using nlohmann::json;

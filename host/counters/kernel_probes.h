@@ -19,7 +19,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "host/vmm/vm.h"  // UniqueFd
+#include "host/sys/fd.h"
 
 namespace fb {
 

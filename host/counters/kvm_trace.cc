@@ -23,9 +23,10 @@
 
 #include <fmt/format.h>
 
-#include "host/counters/perf_counters.h"  // perf_event_open
-#include "host/env/probe.h"          // kvm_flavour
-#include "host/vmm/vm.h"     // UniqueFd, Mapping
+#include "host/env/probe.h"  // kvm_flavour
+#include "host/sys/cpus.h"
+#include "host/sys/fd.h"
+#include "host/sys/perf_event.h"
 
 namespace fb {
 namespace {
@@ -253,8 +254,7 @@ struct KvmExitTrace::State {
     // Drains when the buffer passes its watermark, so a phase with more exits than the ring holds
     // loses nothing. Runs on the process's CPUs, not the (maybe pinned) vCPU thread's.
     void reader_loop() {
-        cpu_set_t set;
-        if (::sched_getaffinity(::getpid(), sizeof set, &set) == 0) ::sched_setaffinity(0, sizeof set, &set);
+        unpin_current_thread();
         bool ring_alive = true;
         while (!quit.load()) {
             pollfd fds[2] = {{wake.get(), POLLIN, 0}, {tps[0].fd.get(), POLLIN, 0}};

@@ -19,13 +19,10 @@
 #include <string>
 #include <vector>
 
-#include "host/vmm/vm.h"  // UniqueFd
+#include "host/sys/fd.h"
+#include "host/sys/perf_event.h"
 
 namespace fb {
-
-// The raw syscall, close-on-exec; -1 with errno on failure. tid 0: the calling thread; -1 with a
-// cpu: every task on that CPU.
-int perf_event_open(perf_event_attr* attr, pid_t tid, int cpu, int group_fd);
 
 struct CounterValue {
     std::string name;             // as the user gave it: "cycles", "INST_RETIRED.ANY"

@@ -29,6 +29,10 @@
 #include <fmt/format.h>
 
 #include "common/x86/cpu.h"
+#include "host/sys/fd.h"
+#include "host/sys/kvm.h"
+#include "host/sys/perf_event.h"
+#include "host/sys/sysfs.h"
 #include "host/vfio/vfio_sysfs.h"
 
 extern char** environ;
@@ -40,28 +44,6 @@ namespace fs = std::filesystem;
 namespace {
 
 // ---- small OS helpers ----------------------------------------------------------------------------
-
-class Fd {
-public:
-    explicit Fd(int fd = -1) : fd_(fd) {}
-    ~Fd() { reset(); }
-    Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-    Fd& operator=(Fd&& o) noexcept {
-        if (this != &o) reset(std::exchange(o.fd_, -1));
-        return *this;
-    }
-    Fd(const Fd&) = delete;
-    Fd& operator=(const Fd&) = delete;
-    int get() const { return fd_; }
-    explicit operator bool() const { return fd_ >= 0; }
-    void reset(int fd = -1) {
-        if (fd_ >= 0) ::close(fd_);
-        fd_ = fd;
-    }
-
-private:
-    int fd_;
-};
 
 std::string errno_text(int e) { return std::error_code(e, std::generic_category()).message(); }
 
@@ -111,7 +93,7 @@ std::string find_on_path(const std::string& name, const std::string& path_env) {
 std::optional<std::string> run_capture(const std::vector<std::string>& argv, std::chrono::milliseconds timeout) {
     int pipefd[2];
     if (::pipe2(pipefd, O_CLOEXEC) != 0) return std::nullopt;
-    Fd rd(pipefd[0]), wr(pipefd[1]);
+    UniqueFd rd(pipefd[0]), wr(pipefd[1]);
 
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
@@ -246,16 +228,13 @@ Capability probe_kvm(const ProbeOptions& o) {
     Capability c{"kvm", false, "", ""};
     std::string path = o.dev_root + "/kvm";
     std::string flavour = kvm_flavour(o.sysfs_root);
-    Fd kvm(::open(path.c_str(), O_RDWR | O_CLOEXEC));
-    if (!kvm) {
-        int e = errno;
-        c.detail = fmt::format("cannot open {}: {}; flavour={}", path, errno_text(e), flavour);
-        c.fix = e == EACCES || e == EPERM
-                    ? "add the user to the kvm group (usermod -aG kvm $USER) or run as root"
-                    : "enable VT-x/AMD-V in firmware and load kvm_intel or kvm_amd" + module_note(o.proc_root) +
-                          "; inside a VM, enable nested virtualization on its host";
+    KvmOpen k = open_kvm(path);
+    if (!k.fd) {
+        c.detail = fmt::format("{}; flavour={}", k.why, flavour);
+        c.fix = k.err == EACCES || k.err == EPERM ? k.fix : k.fix + module_note(o.proc_root);
         return c;
     }
+    const UniqueFd& kvm = k.fd;
     int api = ::ioctl(kvm.get(), KVM_GET_API_VERSION, 0);
     if (api != KVM_API_VERSION) {
         c.detail = api < 0 ? fmt::format("KVM_GET_API_VERSION failed: {}", errno_text(errno))
@@ -274,16 +253,15 @@ Capability probe_kvm(const ProbeOptions& o) {
 Capability probe_kvm_vfio_device(const ProbeOptions& o) {
     Capability c{"kvm_vfio_device", false, "", ""};
     std::string path = o.dev_root + "/kvm";
-    Fd kvm(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+    KvmOpen k = open_kvm(path);
+    const UniqueFd& kvm = k.fd;
     if (!kvm) {
-        c.detail = fmt::format("cannot open {}: {}", path, errno_text(errno));
+        c.detail = k.why;
         c.fix = "make /dev/kvm usable first (see kvm)";
         return c;
     }
-    int vmfd;
-    do vmfd = ::ioctl(kvm.get(), KVM_CREATE_VM, 0);
-    while (vmfd < 0 && errno == EINTR);
-    Fd vm(vmfd);
+    int vmfd = create_vm_fd(kvm.get());
+    UniqueFd vm(vmfd);
     if (!vm) {
         c.detail = fmt::format("KVM_CREATE_VM failed: {}", errno_text(errno));
         c.fix = "KVM cannot create VMs here: check dmesg, and that no other hypervisor owns VT-x/AMD-V";
@@ -298,7 +276,7 @@ Capability probe_kvm_vfio_device(const ProbeOptions& o) {
                             : "check dmesg; the KVM-VFIO device is how VFIO files reach KVM's non-coherent DMA tracking";
         return c;
     }
-    Fd dev(int(cd.fd));
+    UniqueFd dev(int(cd.fd));
     c.available = true;
     c.detail = "KVM_CREATE_DEVICE(KVM_DEV_TYPE_VFIO) succeeded: VFIO files can be attached with KVM_DEV_VFIO_FILE_ADD";
     return c;
@@ -407,7 +385,7 @@ Capability probe_perf(const ProbeOptions& o) {
     attr.disabled = 1;
     attr.exclude_kernel = 1;  // user-only needs the least privilege (perf_event_paranoid <= 2)
     attr.exclude_hv = 1;
-    Fd fd(int(::syscall(SYS_perf_event_open, &attr, 0, -1, -1, PERF_FLAG_FD_CLOEXEC)));
+    UniqueFd fd(perf_event_open(&attr, 0, -1, -1));
     auto sources = dir_names(fs::path(o.sysfs_root) / "bus" / "event_source" / "devices");
     if (fd) {
         c.available = true;

@@ -25,9 +25,9 @@
 #include <fmt/format.h>
 
 #include "common/x86/cpu.h"
-#include "host/vmm/vcpu.h"
-#include "host/vfio/vfio_sysfs.h"
-#include "host/vmm/vm.h"
+#include "host/sys/cpus.h"
+#include "host/sys/fd.h"
+#include "host/sys/sysfs.h"
 
 namespace fb {
 using nlohmann::json;
@@ -167,10 +167,7 @@ struct Neighbour::State {
     // Pinned first, so the buffer's pages are faulted in (and placed) on the neighbour's CPU.
     Mapping prepare(std::byte*& base) {
         int cpu = options.cpu;
-        cpu_set_t set;
-        CPU_ZERO(&set);
-        CPU_SET(size_t(cpu), &set);
-        if (int err = pthread_setaffinity_np(pthread_self(), sizeof set, &set); err != 0)
+        if (int err = try_pin(0, cpu); err != 0)
             throw std::runtime_error(fmt::format("cannot pin the neighbour to CPU {} ({}): {}", cpu,
                                                  err == EINVAL ? "not allowed or offline" : std::strerror(err),
                                                  choose_cpu_hint()));
@@ -342,7 +339,16 @@ std::vector<NeighbourSlice> slices_within(std::span<const NeighbourSlice> all, i
     return inside;
 }
 
-WindowEffect window_effect(std::span<const NeighbourSlice> window, std::span<const NeighbourSlice> baseline, double alpha) {
+WindowEffect window_effect(std::span<const NeighbourSlice> all_window, std::span<const NeighbourSlice> all_baseline, double alpha) {
+    // A preempted slice timed the host scheduler (another task had the CPU), not the caches: left
+    // out, and counted.
+    auto unpreempted = [](std::span<const NeighbourSlice> slices) {
+        std::vector<NeighbourSlice> kept;
+        for (const auto& s : slices)
+            if (s.preemptions == 0) kept.push_back(s);
+        return kept;
+    };
+    const auto window = unpreempted(all_window), baseline = unpreempted(all_baseline);
     auto column = [](std::span<const NeighbourSlice> slices, double NeighbourSlice::*field) {
         std::vector<double> v;
         v.reserve(slices.size());
@@ -356,11 +362,8 @@ WindowEffect window_effect(std::span<const NeighbourSlice> window, std::span<con
     e.slices = window.size();
     e.baseline_slices = baseline.size();
     e.alpha = alpha;
-    auto preempted = [](std::span<const NeighbourSlice> slices) {
-        return size_t(std::count_if(slices.begin(), slices.end(), [](const auto& s) { return s.preemptions > 0; }));
-    };
-    e.preempted = preempted(window);
-    e.baseline_preempted = preempted(baseline);
+    e.preempted = all_window.size() - window.size();
+    e.baseline_preempted = all_baseline.size() - baseline.size();
     e.chase = summarize(chase);
     e.stream = summarize(stream);
     if (e.slices < kMinWindowSlices || e.baseline_slices < kMinWindowSlices) {
@@ -368,6 +371,9 @@ WindowEffect window_effect(std::span<const NeighbourSlice> window, std::span<con
         e.chase_test.p = kNaN;
         e.note = fmt::format("not compared: {} window vs {} baseline slices (at least {} a side)", e.slices,
                              e.baseline_slices, kMinWindowSlices);
+        if (e.preempted + e.baseline_preempted > 0)
+            e.note += fmt::format("; {} and {} more were preempted: other tasks had the neighbour's CPU, give it a quiet one",
+                                  e.preempted, e.baseline_preempted);
         return e;
     }
     e.slowdown = ratio_ci(chase, base_chase);

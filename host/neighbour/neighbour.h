@@ -107,8 +107,8 @@ inline constexpr size_t kMinWindowSlices = 3;
 // the interval and p-value are optimistic when the effect is bursty. They rank windows; they are
 // not exact error rates.
 struct WindowEffect {
-    size_t slices = 0, baseline_slices = 0;
-    size_t preempted = 0, baseline_preempted = 0;  // slices with preemptions > 0: kept, but named
+    size_t slices = 0, baseline_slices = 0;        // compared: slices nothing preempted
+    size_t preempted = 0, baseline_preempted = 0;  // left out: slices with preemptions > 0
     Summary chase, stream;       // chase_ns and stream_gbs of the window's slices
     Interval slowdown;           // median chase_ns(window) / median chase_ns(baseline), ratio_ci
     Interval stream_ratio;       // median stream_gbs(window) / median stream_gbs(baseline)
@@ -117,7 +117,8 @@ struct WindowEffect {
     bool significant = false;    // chase_test.p < alpha and the slowdown interval excludes 1
     std::string note;            // why a figure is NaN, when one is
 };
-// Fewer than kMinWindowSlices slices on either side: ratios and p are NaN, with a note.
+// Preempted slices are left out; fewer than kMinWindowSlices left on either side: ratios and p are
+// NaN, with a note.
 WindowEffect window_effect(std::span<const NeighbourSlice> window, std::span<const NeighbourSlice> baseline,
                            double alpha = 0.05);
 

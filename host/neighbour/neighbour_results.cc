@@ -190,13 +190,13 @@ json neighbour_results(const std::vector<json>& series, const std::vector<Cell>&
             }
             std::vector<NeighbourSlice> first, second;
             json compared = json::array();
-            if (before) first = clean(slices_of(r, *before)), compared.push_back(before->label());
-            if (after) second = clean(slices_of(r, *after)), compared.push_back(after->label());
+            if (before) first = slices_of(r, *before), compared.push_back(before->label());
+            if (after) second = slices_of(r, *after), compared.push_back(after->label());
             std::vector<NeighbourSlice> base = first;
             base.insert(base.end(), second.begin(), second.end());
-            double a = median_chase(first), b = median_chase(second);
+            double a = median_chase(clean(first)), b = median_chase(clean(second));
             double drift = std::isfinite(a) && std::isfinite(b) && b > 0 ? std::fabs(a / b - 1) : 0.0;
-            WindowEffect e = window_effect(mine, base);
+            WindowEffect e = window_effect(all, base);
             Call call = call_of(e, drift);
             w["compared_with"] = compared;
             w["idle_drift"] = drift;

@@ -18,6 +18,7 @@
 #include <fmt/format.h>
 
 #include "common/boot.h"
+#include "host/sys/cpus.h"
 
 namespace fb {
 namespace fs = std::filesystem;
@@ -105,12 +106,7 @@ QemuOutcome QemuGuest::run(const OutputFn& on_output, const WatchdogFn& watchdog
         setpgid(0, 0);
         prctl(PR_SET_PDEATHSIG, SIGKILL);  // QEMU must not outlive a killed flushbench
         if (getppid() != parent) _exit(127);
-        if (opts_.pin_cpu >= 0) {
-            cpu_set_t set;
-            CPU_ZERO(&set);
-            CPU_SET(opts_.pin_cpu, &set);
-            sched_setaffinity(0, sizeof set, &set);
-        }
+        if (opts_.pin_cpu >= 0) try_pin(0, opts_.pin_cpu);
         int devnull = open("/dev/null", O_RDONLY);
         dup2(devnull, 0);
         dup2(out_pipe[1], 1);

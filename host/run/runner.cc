@@ -45,6 +45,7 @@
 #include "host/results/timing_check.h"
 #include "host/vfio/vfio_attachment.h"
 #include "host/vfio/vfio_sysfs.h"
+#include "host/sys/kvm.h"
 #include "host/vmm/vmm_guest.h"
 
 namespace fb {
@@ -117,14 +118,9 @@ private:
 };
 
 bool kvm_usable(std::string& why) {
-    int fd = ::open("/dev/kvm", O_RDWR | O_CLOEXEC);
-    if (fd < 0) {
-        why = errno == ENOENT ? "/dev/kvm does not exist (load kvm_intel or kvm_amd, or enable virtualization in firmware)"
-                              : fmt::format("/dev/kvm: {} (run as root or add yourself to the kvm group)", strerror(errno));
-        return false;
-    }
-    ::close(fd);
-    return true;
+    KvmOpen k = open_kvm();
+    if (!k.fd) why = fmt::format("{} ({})", k.why, k.fix);
+    return bool(k.fd);
 }
 
 std::string utc_stamp() {

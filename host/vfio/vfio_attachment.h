@@ -18,7 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "host/vfio/vfio_sysfs.h"
-#include "host/vmm/vm.h"  // UniqueFd
+#include "host/sys/fd.h"
 
 namespace fb {
 

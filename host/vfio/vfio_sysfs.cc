@@ -13,6 +13,8 @@
 
 #include <fmt/format.h>
 
+#include "host/sys/sysfs.h"
+
 namespace fb {
 
 namespace fs = std::filesystem;
@@ -51,13 +53,6 @@ const char* to_string(Coherency c) {
 // ---- sysfs text ----------------------------------------------------------------------------------
 
 namespace {
-
-std::string trim(std::string s) {
-    auto not_space = [](unsigned char c) { return !std::isspace(c); };
-    s.erase(s.begin(), std::find_if(s.begin(), s.end(), not_space));
-    s.erase(std::find_if(s.rbegin(), s.rend(), not_space).base(), s.end());
-    return s;
-}
 
 bool all_digits(const std::string& s) {
     return !s.empty() && std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isdigit(c); });
@@ -127,39 +122,6 @@ bool natural_less(const std::string& a, const std::string& b) {
 }
 
 }  // namespace
-
-std::optional<std::string> read_sysfs_attr(const std::string& path) {
-    std::error_code ec;
-    if (!fs::is_regular_file(path, ec)) return std::nullopt;
-    std::ifstream in(path, std::ios::binary);
-    if (!in) return std::nullopt;
-    // Attributes are at most a page; /proc files that report size 0 still stream fine.
-    constexpr size_t kMax = 1 << 20;
-    std::string s;
-    char buf[4096];
-    while (s.size() < kMax && in.read(buf, sizeof buf).gcount() > 0) s.append(buf, size_t(in.gcount()));
-    if (in.bad()) return std::nullopt;
-    return trim(std::move(s));
-}
-
-std::optional<uint64_t> parse_hex_u64(const std::string& text) {
-    std::string s = trim(text);
-    if (s.size() > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) s.erase(0, 2);
-    if (s.empty()) return std::nullopt;
-    uint64_t v = 0;
-    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v, 16);
-    if (ec != std::errc{} || p != s.data() + s.size()) return std::nullopt;
-    return v;
-}
-
-std::optional<uint64_t> parse_dec_u64(const std::string& text) {
-    std::string s = trim(text);
-    if (s.empty()) return std::nullopt;
-    uint64_t v = 0;
-    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v, 10);
-    if (ec != std::errc{} || p != s.data() + s.size()) return std::nullopt;
-    return v;
-}
 
 // ---- IOMMU units -----------------------------------------------------------------------------------
 

@@ -96,9 +96,4 @@ void to_json(nlohmann::json& j, const IommuUnit& u);
 void to_json(nlohmann::json& j, const VfioDevice& d);
 void to_json(nlohmann::json& j, const VfioFileInfo& f);
 
-// sysfs text helpers, shared with probe.cc: attributes are one line of text with a trailing newline.
-std::optional<std::string> read_sysfs_attr(const std::string& path);  // trimmed; nullopt if unreadable
-std::optional<uint64_t> parse_hex_u64(const std::string& s);  // "1f", "0x1f"; nullopt on junk/overflow
-std::optional<uint64_t> parse_dec_u64(const std::string& s);
-
 }  // namespace fb

@@ -15,14 +15,12 @@
 
 #include "common/boot.h"
 #include "host/vmm/elf_image.h"
+#include "host/sys/kvm.h"
 #include "host/vmm/vcpu.h"
 
 namespace fb {
 namespace {
 
-constexpr const char* kKvmPath = "/dev/kvm";
-// KVM_CREATE_VM can fail with EINTR while the kernel waits on a lock; the selftests retry too.
-constexpr int kCreateVmAttempts = 10;
 
 // Page-table entry bits (SDM vol. 3, 4-level paging).
 constexpr uint64_t kPtePresent = 1ull << 0;
@@ -38,26 +36,6 @@ constexpr uint64_t kGdtData = 0x00cf93000000ffffull;
 constexpr uint32_t kTssLimit = 0x67;  // a 64-bit TSS is 104 bytes
 constexpr uint64_t kTssTypeBusy64 = 0xb;
 
-int open_kvm() {
-    int fd = ::open(kKvmPath, O_RDWR | O_CLOEXEC);
-    if (fd >= 0) return fd;
-    int err = errno;
-    switch (err) {
-        case ENOENT:
-        case ENODEV:
-        case ENXIO:
-            throw std::runtime_error(
-                "/dev/kvm not found: load KVM (modprobe kvm_intel or kvm_amd) and enable VT-x/AMD-V in the firmware");
-        case EACCES:
-        case EPERM:
-            throw std::runtime_error(
-                "/dev/kvm: permission denied: add the user to the kvm group (usermod -aG kvm $USER, log in again) "
-                "or run as root");
-        default:
-            throw std::runtime_error(fmt::format("cannot open /dev/kvm: {}", std::generic_category().message(err)));
-    }
-}
-
 uint64_t tss_descriptor_low(uint64_t base) {
     return (kTssLimit & 0xffff) | (base & 0xffffff) << 16 | kTssTypeBusy64 << 40 | 1ull << 47 /* present */ |
            (base >> 24 & 0xff) << 56;
@@ -69,32 +47,14 @@ void throw_kvm_error(std::string_view ioctl_name, int err) {
     throw std::system_error(err, std::generic_category(), fmt::format("{} failed", ioctl_name));
 }
 
-UniqueFd& UniqueFd::operator=(UniqueFd&& o) noexcept {
-    if (this != &o) {
-        if (fd_ >= 0) ::close(fd_);
-        fd_ = o.release();
-    }
-    return *this;
+// /dev/kvm, or the reason it cannot be opened and what to do about it.
+UniqueFd open_kvm_or_throw() {
+    KvmOpen k = open_kvm();
+    if (!k.fd) throw std::runtime_error(fmt::format("{}: {}", k.why, k.fix));
+    return std::move(k.fd);
 }
 
-UniqueFd::~UniqueFd() {
-    if (fd_ >= 0) ::close(fd_);
-}
-
-Mapping& Mapping::operator=(Mapping&& o) noexcept {
-    if (this != &o) {
-        if (addr_) ::munmap(addr_, bytes_);
-        addr_ = o.addr_, bytes_ = o.bytes_;
-        o.addr_ = nullptr, o.bytes_ = 0;
-    }
-    return *this;
-}
-
-Mapping::~Mapping() {
-    if (addr_) ::munmap(addr_, bytes_);
-}
-
-Vm::Vm(uint64_t mem_bytes) : kvm_(open_kvm()), mem_bytes_(mem_bytes) {
+Vm::Vm(uint64_t mem_bytes) : kvm_(open_kvm_or_throw()), mem_bytes_(mem_bytes) {
     if (mem_bytes == 0 || mem_bytes % kPageBytes != 0 || mem_bytes > kMaxMemBytes)
         throw std::invalid_argument(
             fmt::format("guest RAM of {} bytes: use a multiple of 4 KiB up to {} MiB", mem_bytes, kMaxMemBytes >> 20));
@@ -103,11 +63,7 @@ Vm::Vm(uint64_t mem_bytes) : kvm_(open_kvm()), mem_bytes_(mem_bytes) {
         throw std::runtime_error(fmt::format(
             "/dev/kvm reports KVM API version {}, not {}: this kernel's KVM is not usable", api, kApiVersion));
 
-    int fd = -1;
-    for (int attempt = 0; attempt < kCreateVmAttempts; ++attempt) {
-        fd = ::ioctl(kvm_.get(), KVM_CREATE_VM, 0);
-        if (fd >= 0 || errno != EINTR) break;
-    }
+    int fd = create_vm_fd(kvm_.get());
     if (fd < 0) throw_kvm_error("KVM_CREATE_VM", errno);
     vm_ = UniqueFd(fd);
 
@@ -225,9 +181,9 @@ uint64_t vcpu_tsc_khz(int vcpu_fd) {
 }
 
 uint64_t kvm_default_tsc_khz() {
-    UniqueFd kvm(::open("/dev/kvm", O_RDWR | O_CLOEXEC));
-    if (kvm.get() < 0) return 0;
-    UniqueFd vm(ioctl(kvm.get(), KVM_CREATE_VM, 0));
+    UniqueFd kvm = open_kvm().fd;
+    if (!kvm) return 0;
+    UniqueFd vm(create_vm_fd(kvm.get()));
     if (vm.get() < 0) return 0;
     UniqueFd vcpu(ioctl(vm.get(), KVM_CREATE_VCPU, 0));
     return vcpu.get() < 0 ? 0 : vcpu_tsc_khz(vcpu.get());

@@ -10,6 +10,8 @@
 #include <string_view>
 #include <vector>
 
+#include "host/sys/fd.h"
+
 namespace fb {
 
 class ElfImage;
@@ -17,48 +19,6 @@ class Vcpu;
 
 // Throws std::system_error naming the ioctl, like the selftests' KVM_IOCTL_ERROR().
 [[noreturn]] void throw_kvm_error(std::string_view ioctl_name, int err);
-
-// Owns one file descriptor; -1 means none.
-class UniqueFd {
-public:
-    UniqueFd() = default;
-    explicit UniqueFd(int fd) : fd_(fd) {}
-    UniqueFd(UniqueFd&& o) noexcept : fd_(o.release()) {}
-    UniqueFd& operator=(UniqueFd&& o) noexcept;
-    UniqueFd(const UniqueFd&) = delete;
-    UniqueFd& operator=(const UniqueFd&) = delete;
-    ~UniqueFd();
-
-    int get() const { return fd_; }
-    explicit operator bool() const { return fd_ >= 0; }
-    int release() {
-        int fd = fd_;
-        fd_ = -1;
-        return fd;
-    }
-
-private:
-    int fd_ = -1;
-};
-
-// Owns one mmap()ed range.
-class Mapping {
-public:
-    Mapping() = default;
-    Mapping(void* addr, size_t bytes) : addr_(addr), bytes_(bytes) {}
-    Mapping(Mapping&& o) noexcept : addr_(o.addr_), bytes_(o.bytes_) { o.addr_ = nullptr, o.bytes_ = 0; }
-    Mapping& operator=(Mapping&& o) noexcept;
-    Mapping(const Mapping&) = delete;
-    Mapping& operator=(const Mapping&) = delete;
-    ~Mapping();
-
-    void* get() const { return addr_; }
-    size_t size() const { return bytes_; }
-
-private:
-    void* addr_ = nullptr;
-    size_t bytes_ = 0;
-};
 
 // Guest-physical layout of the direct boot (common/boot.h), all below the image at 1 MiB. Page 0
 // stays empty so a guest NULL dereference reads zeros, not VMM data.
