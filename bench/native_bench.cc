@@ -48,6 +48,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "common/cell_plan.h"
 #include "common/config.h"
 #include "common/measure.h"
 #include "common/patterns.h"
@@ -404,19 +405,13 @@ int main(int argc, char** argv) {
         bool resolved;
     };
     std::vector<Planned> plan;
-    for (size_t i = 0; i < config.pattern_count; ++i) {
-        const fb::Pattern& p = fb::kPatterns[config.pattern_order[i]];
-        if (!p.uses_footprint) {
-            plan.push_back({&p, 0, true});
-            continue;
-        }
-        for (size_t f = 0; f < config.footprint_count; ++f) {
-            bool ok;
-            uint64_t bytes = fb::resolve_footprint(config.footprints[f], llc, ok);
-            plan.push_back({&p, bytes, ok});
-            if (ok) largest = std::max(largest, bytes);
-        }
-    }
+    fb::for_each_cell_of_phase(config, 0, [&](const fb::PlannedCell& cell) {
+        if (cell.step) return;  // paced steps need a guest; the host refuses --pace with native
+        bool ok = true;
+        uint64_t bytes = cell.footprint ? fb::resolve_footprint(*cell.footprint, llc, ok) : 0;
+        plan.push_back({cell.pattern, bytes, ok});
+        if (ok) largest = std::max(largest, bytes);
+    });
     std::string arena = map_arena(largest);
     fb::TscRate rate = fb::native_tsc_rate();
     g.tsc_hz = double(rate.khz) * 1000.0;

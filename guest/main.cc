@@ -2,6 +2,7 @@
 // (pattern x footprint) and stream its raw samples as wire records. Nothing here allocates;
 // nothing here trusts that an instruction exists until CPUID says so.
 #include "common/boot.h"
+#include "common/cell_plan.h"
 #include "common/config.h"
 #include "common/measure.h"
 #include "common/patterns.h"
@@ -363,10 +364,14 @@ void announce(uint64_t id, uint32_t phase, const Pattern& p, uint64_t footprint,
     if (config.inject != Inject::none && id == config.inject_cell) inject_fault();
 }
 
-void run_cell(uint32_t phase, const Pattern& p, uint64_t footprint, bool resolved) {
-    uint64_t id = tally.cells++;
+void run_cell(const PlannedCell& cell) {
+    ++tally.cells;
+    uint64_t id = cell.id;
     if (id < config.from) return;  // ran in an earlier boot
-    announce(id, phase, p, footprint, config.reps, config.warmup, [](Writer&) {});
+    const Pattern& p = *cell.pattern;
+    bool resolved = true;
+    uint64_t footprint = cell.footprint ? resolve_footprint(*cell.footprint, llc, resolved) : 0;
+    announce(id, cell.phase, p, footprint, config.reps, config.warmup, [](Writer&) {});
     if (!may_run(id, p, footprint, resolved)) return;
     Measured how;
     run_guarded(id, p, {arena.base, footprint, line}, &how, [&](const Buffer& buf) {
@@ -415,14 +420,16 @@ uint32_t pace(uint64_t id, const PaceStep& step, const Pattern& p, const Buffer&
     return stored;
 }
 
-void run_paced(uint32_t phase, const PacedSlot& slot) {
-    const PaceStep& step = config.pace[slot.step];
-    uint64_t id = tally.cells++;
+void run_paced(const PlannedCell& cell) {
+    const PaceStep& step = *cell.step;
+    const PacedSlot& slot = cell.slot;
+    ++tally.cells;
+    uint64_t id = cell.id;
     if (id < config.from) return;
-    const Pattern& p = kPatterns[step.pattern];
+    const Pattern& p = *cell.pattern;
     bool resolved = true;
-    uint64_t footprint = p.uses_footprint ? resolve_footprint(config.pace_footprint, llc, resolved) : 0;
-    announce(id, phase, p, footprint, Config::kPaceSamples, 0, [&](Writer& w) {
+    uint64_t footprint = cell.footprint ? resolve_footprint(*cell.footprint, llc, resolved) : 0;
+    announce(id, cell.phase, p, footprint, Config::kPaceSamples, 0, [&](Writer& w) {
         if (step.idle) w.field("pace", "idle");
         else if (!step.rate_hz) w.field("pace", "max");
         else w.field("pace", step.rate_hz);
@@ -446,21 +453,7 @@ void run_phase(uint32_t phase) {
         return;
     }
     Records::emit(Writer("phase").field("index", phase));
-    for (size_t i = 0; i < config.pattern_count; ++i) {
-        const Pattern& p = kPatterns[config.pattern_order[i]];
-        if (!p.uses_footprint) {
-            run_cell(phase, p, 0, true);
-            continue;
-        }
-        for (size_t f = 0; f < config.footprint_count; ++f) {
-            bool resolved;
-            uint64_t bytes = resolve_footprint(config.footprints[f], llc, resolved);
-            run_cell(phase, p, bytes, resolved);
-        }
-    }
-    static PacedSlot schedule[kMaxPacedSlots];
-    uint32_t slots = pace_schedule(config, schedule);
-    for (uint32_t i = 0; i < slots; ++i) run_paced(phase, schedule[i]);
+    for_each_cell_of_phase(config, phase, [](const PlannedCell& cell) { cell.step ? run_paced(cell) : run_cell(cell); });
 }
 
 }  // namespace

@@ -23,8 +23,8 @@ from pathlib import Path
 LAB = Path(__file__).resolve().parent
 SKIP = 77
 
-CELLS = "--patterns nop,wbinvd --footprints 4K --reps 11 --warmup 2"
-REPS_AND_WARMUP = 13  # WBINVDs one wbinvd cell of CELLS issues
+CELLS = "--patterns nop,wbinvd --footprints 4K --reps 11 --min-reps 11 --warmup 2"
+REPS_AND_WARMUP = 13  # WBINVDs one wbinvd cell of CELLS issues (fixed: --min-reps = --reps)
 
 
 @dataclass
@@ -43,7 +43,7 @@ class Case:
 
 # A/B/A in one VM with the vCPU pinned to CPU 0: every real WBINVD flushes exactly CPU 0.
 BOTH = Step("P", "run --backend kvm --mode both --vfio @vfio-group --patterns nop,cpuid,wbinvd --footprints 4K "
-                 "--reps 11 --warmup 2 --vcpu-cpu 0 --out @out/P.json")
+                 "--reps 11 --min-reps 11 --warmup 2 --vcpu-cpu 0 --out @out/P.json")
 
 CASES = {
     # Linux 6.1 asks the group's container whether DMA is coherent: a group KVM is given without
@@ -64,7 +64,7 @@ CASES = {
         # --vcpu-cpu 0 pins QEMU, so each real WBINVD flushes one CPU.
         Step("Q", f"run --backend qemu-kvm --machine q35 --vfio-pci @vfio-bdf --mode both {CELLS} --vcpu-cpu 0 --out @out/Q.json"),
         Step("M", "run --backend kvm --mode noncoherent --vfio @vfio-group --patterns wbinvd --footprints 4K "
-                  "--reps 11 --warmup 2 --dirty-mask 1,2,4 --out @out/M.json"),
+                  "--reps 11 --min-reps 11 --warmup 2 --dirty-mask 1,2,4 --out @out/M.json"),
         Step("X-nonviable", f"run --backend kvm --mode noncoherent --vfio @nonviable-group {CELLS} --out @out/X-nonviable.json"),
         Step("hold", "sh: sleep 600 3<>@vfio-group & echo $! > /tmp/holder"),
         Step("X-busy", f"run --backend kvm --mode noncoherent --vfio @vfio-group {CELLS} --out @out/X-busy.json"),

@@ -86,7 +86,9 @@ std::pair<int, int> kernel_version(const std::string& release) {
 }  // namespace
 
 json kernel_regime(const std::string& release) {
-    auto [major, minor] = kernel_version(release);
+    // Plain copies: clang before 16 cannot capture structured bindings in a lambda.
+    const auto version = kernel_version(release);
+    const int major = version.first, minor = version.second;
     auto before = [&](int M, int m) { return major < M || (major == M && minor < m); };
     bool known = major > 0;
     json k = {{"release", release}};

@@ -267,9 +267,14 @@ void RecordStream::handle_record(const wire::Record& r) {
         uint64_t vec;
         if (type == "panic" && r.get_u64("vector", vec)) text = fmt::format("guest kernel exception, vector {}", vec);
         guest_error_ = text;
-    } else if (type == "config" || type == "tick") {
-        // config is echoed for the log; tick only proves the guest is alive (the caller's watchdog
-        // sees the bytes arrive).
+    } else if (type == "config") {
+        Str list;
+        std::vector<uint64_t> footprints;
+        if (!r.get("footprints", list) || (list.n && !parse_list(list, footprints, Config::kMaxFootprints)))
+            return protocol_error("config record without a valid footprints list");
+        guest_footprints_ = std::move(footprints);
+    } else if (type == "tick") {
+        // Only proves the guest is alive (the caller's watchdog sees the bytes arrive).
     } else {
         protocol_error(fmt::format("unknown record type '{}'", type));
     }

@@ -43,6 +43,10 @@ public:
     const Calibration& calibration() const { return calib_; }
     static constexpr size_t kMaxCalibration = 1024;
 
+    // The footprints as the guest resolved them (its `config` record: NxLLC against the guest's own
+    // LLC), in the order of its configuration; empty until the record arrives. 0: unresolvable.
+    const std::vector<uint64_t>& guest_footprints() const { return guest_footprints_; }
+
     // Whatever the guest said about itself (the hello record's fields).
     const std::map<std::string, std::string>& hello() const { return hello_; }
     std::optional<uint64_t> hello_u64(const std::string& key) const;
@@ -81,6 +85,7 @@ private:
     std::function<void()> on_cell_begin_;
     std::map<std::string, std::string> hello_;
     Calibration calib_;
+    std::vector<uint64_t> guest_footprints_;
     std::optional<std::string> guest_error_;
     std::optional<Cell> open_;
     uint64_t open_id_ = 0, open_reps_ = 0;

@@ -23,6 +23,7 @@
 #include <fmt/format.h>
 
 #include "common/boot.h"
+#include "common/cell_plan.h"
 #include "common/config.h"
 #include "common/x86/cpu.h"
 #include "host/results/compare.h"
@@ -498,36 +499,32 @@ uint32_t planned_cells(const Plan& plan) {
     return cells_per_phase(plan.config) * phases;
 }
 
-// Cells a boot never got to, so that none goes missing from the results.
-std::vector<Cell> cells_from(const Plan& plan, uint32_t first_id, uint32_t phase_count) {
+// Cells a boot never got to, so that none goes missing from the results: the plan's walk
+// (common/cell_plan.h) from `first_id`, footprints as the guest resolved them when it said (its
+// `config` record), else against this host's LLC.
+std::vector<Cell> cells_from(const Plan& plan, uint32_t first_id, uint32_t phase_count, const std::vector<uint64_t>& guest_footprints) {
+    Config config = plan.config;
+    config.phases = phase_count;
     std::vector<Cell> out;
     uint64_t llc = x86::llc_bytes();
-    uint32_t id = 0;
-    auto add = [&](const Pattern& p, const FootprintSpec& f, uint32_t phase, std::optional<Pace> pace) {
-        if (id++ < first_id) return;
-        bool ok;
+    for_each_cell(config, [&](const PlannedCell& planned) {
+        if (planned.id < first_id) return;
         Cell c;
-        c.pattern = p.name;
-        c.footprint_bytes = p.uses_footprint ? resolve_footprint(f, llc, ok) : 0;
-        c.phase = phase;
-        c.unit = unit_name(p.unit);
-        c.pace = std::move(pace);
-        out.push_back(std::move(c));
-    };
-    for (uint32_t ph = 0; ph < phase_count; ++ph) {
-        for (size_t i = 0; i < plan.config.pattern_count; ++i) {
-            const Pattern& p = kPatterns[plan.config.pattern_order[i]];
-            size_t n = p.uses_footprint ? plan.config.footprint_count : 1;
-            for (size_t f = 0; f < n; ++f) add(p, plan.config.footprints[f], ph, std::nullopt);
-        }
-        PacedSlot slots[kMaxPacedSlots];
-        for (uint32_t i = 0, n = pace_schedule(plan.config, slots); i < n; ++i) {
-            const PaceStep& step = plan.config.pace[slots[i].step];
+        c.pattern = planned.pattern->name;
+        c.phase = planned.phase;
+        c.unit = unit_name(planned.pattern->unit);
+        int index = footprint_index(config, planned.footprint);
+        bool ok = true;
+        if (index >= 0 && size_t(index) < guest_footprints.size()) c.footprint_bytes = guest_footprints[size_t(index)];
+        else if (planned.footprint) c.footprint_bytes = resolve_footprint(*planned.footprint, llc, ok);
+        if (planned.step) {
+            const PaceStep& step = *planned.step;
             Pace pace{step.idle ? "idle" : step.rate_hz ? std::to_string(step.rate_hz) : "max", step.ms};
-            pace.round = slots[i].round, pace.slot = slots[i].slot;
-            add(kPatterns[step.pattern], plan.config.pace_footprint, ph, pace);
+            pace.round = planned.slot.round, pace.slot = planned.slot.slot;
+            c.pace = pace;
         }
-    }
+        out.push_back(std::move(c));
+    });
     return out;
 }
 
@@ -876,7 +873,7 @@ void run_boot_group(const Plan& plan, const RunOptions& o, const std::vector<Pha
             from = uint32_t(stream.open_cell_id()) + 1;
         } else {
             // Died between cells: the next one never began. Record it and move past it.
-            auto missing = cells_from(plan, from, uint32_t(phases.size()));
+            auto missing = cells_from(plan, from, uint32_t(phases.size()), stream.guest_footprints());
             if (missing.empty()) break;
             culprit = missing.front();
             ++from;
