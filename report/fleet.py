@@ -27,6 +27,7 @@ try:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 except ImportError as exc:  # one line, with the fix
     fail(f"needs matplotlib ({exc}): apt-get install python3-matplotlib")
 
@@ -143,6 +144,8 @@ def figure(cmp, out):
     ax.set_xscale("log")
     ax.set_xlim(lo / 1.5, hi * 1.5)
     ax.axvline(1, color="black", lw=0.8)
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))  # 2, not 2×10⁰
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels([row_title(r) for r in rows], fontsize=7)
     ax.set_ylim(len(rows) - 0.5, -0.5)
