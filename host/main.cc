@@ -2,6 +2,7 @@
 // without IOMMU snoop control? Subcommands: probe, run, patterns, image, import.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
@@ -9,6 +10,7 @@
 #include <fstream>
 #include <cstdio>
 #include <iostream>
+#include <optional>
 #include <string>
 
 #include <CLI/CLI.hpp>
@@ -18,6 +20,7 @@
 #include "common/config.h"
 #include "common/patterns.h"
 #include "host/results/compare.h"
+#include "host/results/fleet.h"
 #include "host/baremetal/import_log.h"
 #include "host/run/matrix.h"
 #include "host/baremetal/iso_image.h"
@@ -49,7 +52,7 @@ std::string joined_argv(int argc, char** argv) {
 // The report package (report/, `python3 -m report`) draws with Debian's matplotlib and scipy, hence
 // /usr/bin/python3 (see README); -P keeps the working directory off its import path. FLUSHBENCH_BIN
 // names this binary, whose pattern table stands in for results files written without one.
-int run_report(const std::vector<std::string>& inputs, std::string out) {
+int run_report(const std::vector<std::string>& inputs, std::string out, const char* module = "report") {
     if (out.empty()) out = "plots/" + std::filesystem::path(inputs.front()).stem().string();
     std::string pythonpath = FLUSHBENCH_SOURCE_DIR;
     if (const char* user = std::getenv("PYTHONPATH"); user && *user) pythonpath += std::string(":") + user;
@@ -57,7 +60,7 @@ int run_report(const std::vector<std::string>& inputs, std::string out) {
     std::error_code ec;
     std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
     if (!ec) setenv("FLUSHBENCH_BIN", self.c_str(), 1);
-    std::vector<std::string> args = {"/usr/bin/python3", "-P", "-m", "report"};
+    std::vector<std::string> args = {"/usr/bin/python3", "-P", "-m", module};
     args.insert(args.end(), inputs.begin(), inputs.end());
     args.insert(args.end(), {"--out", out});
     std::vector<char*> argv;
@@ -69,7 +72,53 @@ int run_report(const std::vector<std::string>& inputs, std::string out) {
     return fb::kExitEnvironment;
 }
 
-int run_compare(const std::vector<std::string>& inputs, bool as_json, const std::string& plots) {
+// A fleet run's directory (fleet/site.yml): its hosts side by side against a baseline host or group.
+// `flushbench report DIR` draws the same comparison, so both read it from here.
+std::optional<nlohmann::json> fleet_comparison(const std::string& dir, const std::string& baseline) {
+    try {
+        return fb::compare_fleet(fb::load_fleet(dir), baseline);
+    } catch (const fb::FleetInputError& e) {
+        fmt::print(stderr, "flushbench: {}\n", e.what());
+        return std::nullopt;
+    }
+}
+
+int run_fleet_report(const std::string& dir, const std::string& baseline, std::string out) {
+    auto cmp = fleet_comparison(dir, baseline);
+    if (!cmp) return fb::kExitUsage;
+    if (out.empty()) out = "plots/fleet-" + std::filesystem::path(dir).filename().string();
+    std::error_code ec;
+    std::filesystem::create_directories(out, ec);
+    std::string json_path = out + "/fleet_comparison.json";
+    std::ofstream(json_path) << cmp->dump(1) << "\n";
+    if (ec || !std::filesystem::exists(json_path)) {
+        fmt::print(stderr, "flushbench: cannot write {}: choose another --out\n", json_path);
+        return fb::kExitEnvironment;
+    }
+    return run_report({json_path}, out, "report.fleet");
+}
+
+int run_compare(const std::vector<std::string>& inputs, bool as_json, const std::string& plots, const std::string& baseline) {
+    bool fleet = inputs.size() == 1 && std::filesystem::is_directory(inputs.front());
+    if (!fleet && std::any_of(inputs.begin(), inputs.end(), [](const std::string& p) { return std::filesystem::is_directory(p); })) {
+        fmt::print(stderr, "flushbench: a fleet directory is compared on its own: flushbench compare results/fleet/<run>\n");
+        return fb::kExitUsage;
+    }
+    if (!fleet && inputs.size() < 2) {
+        fmt::print(stderr, "flushbench: compare needs two or more results files, or one fleet directory (results/fleet/<run>)\n");
+        return fb::kExitUsage;
+    }
+    if (!fleet && !baseline.empty()) {
+        fmt::print(stderr, "flushbench: --baseline chooses a host or group of a fleet directory: flushbench compare results/fleet/<run> --baseline HOST\n");
+        return fb::kExitUsage;
+    }
+    if (fleet) {
+        auto cmp = fleet_comparison(inputs.front(), baseline);
+        if (!cmp) return fb::kExitUsage;
+        if (as_json) std::cout << cmp->dump(2) << "\n";
+        else std::cout << fb::format_fleet_table(*cmp);
+        return plots.empty() ? 0 : run_fleet_report(inputs.front(), baseline, plots);
+    }
     std::vector<nlohmann::json> docs;
     for (const auto& path : inputs) {
         std::ifstream in(path);
@@ -240,15 +289,23 @@ int main(int argc, char** argv) {
     std::vector<std::string> report_inputs;
     std::string report_out;
     auto* report = app.add_subcommand("report", "figures (SVG, PNG), report.md and report.html from results files");
-    report->add_option("RESULTS", report_inputs, "results files")->required()->check(CLI::ExistingFile);
+    std::string report_baseline;
+    report->add_option("RESULTS", report_inputs, "results files, or one fleet run's directory (results/fleet/<run>)")
+        ->required()->check(CLI::ExistingPath);
     report->add_option("--out", report_out, "directory (default plots/<first results file's name>/)");
+    report->add_option("--baseline", report_baseline, "fleet directory: the baseline host, group (G1) or facet (default: see compare)");
 
     std::vector<std::string> compare_inputs;
     std::string compare_plots;
     bool compare_json = false;
     auto* compare = app.add_subcommand("compare", "per matching cell: ratio of medians, its interval, Mann-Whitney U p-value");
-    compare->add_option("RESULTS", compare_inputs, "two or more results files (e.g. one host with snoop control, one without)")
-        ->required()->expected(2, -1)->check(CLI::ExistingFile);
+    std::string compare_baseline;
+    compare->add_option("RESULTS", compare_inputs,
+                        "two or more results files (e.g. one host with snoop control, one without), or one fleet run's directory")
+        ->required()->expected(1, -1)->check(CLI::ExistingPath);
+    compare->add_option("--baseline", compare_baseline,
+                        "fleet directory: the host, group (G1) or facet (snoop-control, linux6.2-6.16, svm, ...) the others are "
+                        "divided by (default: the first group when there are several, else the first host)");
     compare->add_flag("--json", compare_json, "print the comparison as JSON");
     compare->add_option("--plots", compare_plots, "also write the comparison figures into this directory");
 
@@ -281,8 +338,16 @@ int main(int argc, char** argv) {
         return 0;
     }
     if (*image) return fb::run_image(io);
-    if (*report) return run_report(report_inputs, report_out);
-    if (*compare) return run_compare(compare_inputs, compare_json, compare_plots);
+    if (*report) {
+        bool fleet = report_inputs.size() == 1 && std::filesystem::is_directory(report_inputs.front());
+        if (fleet) return run_fleet_report(report_inputs.front(), report_baseline, report_out);
+        if (!report_baseline.empty()) {
+            fmt::print(stderr, "flushbench: --baseline chooses a host or group of a fleet directory: flushbench report results/fleet/<run> --baseline HOST\n");
+            return fb::kExitUsage;
+        }
+        return run_report(report_inputs, report_out);
+    }
+    if (*compare) return run_compare(compare_inputs, compare_json, compare_plots, compare_baseline);
     if (*import) {
         fb::ImportOptions opts;
         opts.tsc_khz = import_tsc_khz;

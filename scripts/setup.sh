@@ -1,5 +1,9 @@
+#!/usr/bin/env bash
 # Sourced by run.sh and test.sh: install what is missing (Debian 12), then configure and build.
 # Every dependency is a Debian package; nothing is downloaded from anywhere else.
+# Run as a program it does the same for one host of a fleet (fleet/site.yml runs it on each):
+#   scripts/setup.sh --install-only        install what is missing
+#   scripts/setup.sh --build [DIR]         that, then build flushbench into DIR (default build)
 
 FLUSHBENCH_PACKAGES=(
   cmake g++ make pkg-config                      # build
@@ -11,6 +15,7 @@ FLUSHBENCH_PACKAGES=(
   python3 python3-matplotlib python3-scipy       # plots
   clang libclang-rt-14-dev                       # fuzz targets (libFuzzer)
   pcm                                            # Intel PCM sidecar (Intel hosts)
+  ansible openssh-client openssh-server          # fleet runs (fleet/site.yml) and their test's sshd
 )
 
 fb_log() { printf '%s\n' "flushbench setup: $*" >&2; }
@@ -39,3 +44,13 @@ fb_build() {
   # shellcheck disable=SC2086
   cmake --build "$dir" -j "$(nproc)" ${FB_TARGETS:+--target $FB_TARGETS}
 }
+
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+  set -euo pipefail
+  cd "$(dirname "$0")/.."
+  case "${1:-}" in
+    --install-only) fb_install_missing ;;
+    --build) fb_install_missing && FB_TARGETS="flushbench flushbench-native" fb_build "${2:-build}" ;;
+    *) fb_log "usage: scripts/setup.sh --install-only | --build [DIR] (run.sh and test.sh source it)"; exit 2 ;;
+  esac
+fi

@@ -84,7 +84,9 @@ std::string pooled_status(const Series& s) {
     return s.statuses.empty() ? "missing" : "ok";
 }
 
-json compare_pair(const std::vector<double>& x, const std::vector<double>& base, double alpha) {
+}  // namespace
+
+json compare_samples(const std::vector<double>& x, const std::vector<double>& base, double alpha) {
     json c;
     if (x.size() < kMinSamples || base.size() < kMinSamples) {
         c["note"] = fmt::format("not compared: {} vs {} samples (at least {} a side)", x.size(), base.size(), kMinSamples);
@@ -106,8 +108,6 @@ json compare_pair(const std::vector<double>& x, const std::vector<double>& base,
     if (!std::isfinite(r.estimate)) c["note"] = "ratio undefined: the baseline's median net cycles are not positive";
     return c;
 }
-
-}  // namespace
 
 json compare_results(const std::vector<json>& files, const std::vector<std::string>& sources, double alpha) {
     std::vector<Column> columns;
@@ -205,7 +205,7 @@ json compare_results(const std::vector<json>& files, const std::vector<std::stri
                     }
                 }
             if (!base) base = first;
-            json cmp = compare_pair(s.net, series.at(*base).net, alpha);
+            json cmp = compare_samples(s.net, series.at(*base).net, alpha);
             cmp["column"] = ci;
             cmp["baseline"] = *base;
             row["comparisons"].push_back(cmp);
@@ -282,7 +282,7 @@ json derived_ratios(const std::vector<Cell>& cells, double alpha) {
     json out = json::array();
     auto add = [&](const char* kind, const std::string& pattern, uint64_t fp, const std::string& backend, const std::string& num_name,
                    const std::string& den_name, const std::vector<double>& a, const std::vector<double>& b) {
-        json j = compare_pair(a, b, alpha);
+        json j = compare_samples(a, b, alpha);
         json e = {{"kind", kind}, {"pattern", pattern}, {"footprint_bytes", fp}, {"backend", backend},
                   {"numerator", num_name}, {"denominator", den_name}};
         if (j.contains("ratio")) {

@@ -32,6 +32,11 @@ inline constexpr double kSignificance = 0.05;
 nlohmann::json compare_results(const std::vector<nlohmann::json>& files, const std::vector<std::string>& sources = {},
                                double alpha = kSignificance);
 
+// x against its baseline samples: {ratio, ratio_ci: [lo, hi], difference, difference_ci, p_value,
+// u, exact, n: [x, base], significant}, or {note, significant: false, p_value: null} when a side
+// has fewer than two samples. The one comparison behind compare_results() and fleet comparisons.
+nlohmann::json compare_samples(const std::vector<double>& x, const std::vector<double>& base, double alpha = kSignificance);
+
 // A terminal table of compare_results(): the columns with their hosts, then one line per
 // comparison with both medians, the ratio, its interval, the p-value and a '*' when significant.
 std::string format_compare_table(const nlohmann::json& comparison);

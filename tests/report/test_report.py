@@ -145,5 +145,50 @@ class Statistics(unittest.TestCase):
         self.assertTrue(np.isnan(est) and np.isnan(lo) and np.isnan(hi))
 
 
+# A fleet comparison as `flushbench compare DIR --json` writes it (host/results/fleet.h), cut down.
+FLEET = {
+    "run": "demo", "commit": "0123456789abcdef", "ship": "build", "alpha": 0.05,
+    "baseline": {"name": "G1", "kind": "group", "hosts": ["sc"]},
+    "groups": [{"id": "G1", "facets": {"snoop": "snoop-control", "kernel": "linux6.2-6.16", "cpu": "Intel X", "kvm": "vmx"},
+                "snoop_evidence": ["probe: SC=1"], "kernels": ["6.8.0"], "hosts": ["sc"]},
+               {"id": "G2", "facets": {"snoop": "no-snoop-control", "kernel": "linux6.2-6.16", "cpu": "Intel X", "kvm": "vmx"},
+                "snoop_evidence": ["mode evidence"], "kernels": ["6.8.0"], "hosts": ["nosc"]}],
+    "hosts": [{"name": "sc", "results": "sc/results.json"}, {"name": "nosc", "results": "nosc/results.json"},
+              {"name": "gone", "results": None, "unavailable": "unreachable at connect: refused"}],
+    "rows": [{"pattern": "nop", "footprint_bytes": 0, "backend": "kvm", "mode": "coherent",
+              "baseline": {"median": -4, "below_floor": True, "resolution_cycles": 50},
+              "cells": [{"host": "sc", "status": "ok", "median": -4, "below_floor": True, "resolution_cycles": 50, "in_baseline": True},
+                        {"host": "nosc", "status": "ok", "median": -2, "below_floor": True, "resolution_cycles": 50,
+                         "note": "not compared"}]},
+             {"pattern": "wbinvd", "footprint_bytes": 4096, "backend": "kvm", "mode": "noncoherent", "baseline": {"median": 1e4},
+              "cells": [{"host": "nosc", "status": "ok", "median": 3e4, "ratio": 3.0, "ratio_ci": [2.9, 3.1],
+                         "significant": True, "baseline_mode": "coherent"}]}],
+}
+
+
+class Fleet(Files):
+    def test_one_table_and_one_figure_with_the_hosts_side_by_side_and_no_negative_cost(self):
+        out = os.path.join(self.tmp.name, "fleet")
+        done = subprocess.run([sys.executable, "-P", "-m", "report.fleet", self.write("cmp.json", FLEET), "--out", out],
+                              capture_output=True, text=True)
+        self.assertEqual(done.returncode, 0, done.stderr)
+        for name in ("fleet.md", "fleet.html", "fleet.svg", "fleet.png"):
+            self.assertTrue(os.path.exists(os.path.join(out, name)), name)
+        with open(os.path.join(out, "fleet.md"), encoding="utf-8") as f:
+            md = f.read()
+        self.assertIn("| sc [G1] | nosc [G2] |", md)
+        self.assertIn("below floor (±50)", md)
+        self.assertNotIn("-4", md)  # a cost below the floor is never shown negative
+        self.assertIn("×3.000 [2.900, 3.100]*+", md)
+        self.assertIn("gone: unreachable at connect: refused", md)
+
+    def test_a_file_that_is_not_a_comparison_fails_in_one_line(self):
+        done = subprocess.run([sys.executable, "-P", "-m", "report.fleet", self.write("r.json", results([])), "--out", self.tmp.name],
+                              capture_output=True, text=True)
+        self.assertEqual(done.returncode, 2)
+        self.assertEqual(len(done.stderr.strip().splitlines()), 1, done.stderr)
+        self.assertIn("flushbench compare DIR --json", done.stderr)
+
+
 if __name__ == "__main__":
     unittest.main()
