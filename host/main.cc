@@ -28,6 +28,7 @@
 #include "host/env/probe.h"
 #include "host/env/regime.h"
 #include "host/results/results.h"
+#include "host/run/options_cli.h"
 #include "host/run/runner.h"
 
 namespace {
@@ -149,34 +150,8 @@ int run_matrix_file(const std::string& name, const fb::RunOptions& cli, const CL
     nlohmann::json labels = nlohmann::json::array();
     for (const auto& r : m.expand()) {
         fb::RunOptions o = r.options;
-        auto given = [&](const char* flag) { return run.count(flag) > 0; };
-        if (given("--backend")) o.backend = cli.backend;
-        if (given("--mode")) o.mode = cli.mode;
-        if (given("--vfio")) o.vfio = cli.vfio;
-        if (given("--vfio-baseline")) o.vfio_baseline = cli.vfio_baseline;
-        if (given("--vfio-pci")) o.vfio_pci = cli.vfio_pci;
-        if (given("--machine")) o.machine = cli.machine;
-        if (given("--patterns")) o.patterns = cli.patterns;
-        if (given("--footprints")) o.footprints = cli.footprints;
-        if (given("--reps")) o.reps = cli.reps;
-        if (given("--min-reps")) o.min_reps = cli.min_reps;
-        if (given("--target-pct")) o.target_permille = cli.target_permille;
-        if (given("--budget-ms")) o.budget_ms = cli.budget_ms;
-        if (given("--warmup")) o.warmup = cli.warmup;
-        if (given("--skip")) o.skip = cli.skip;
-        if (given("--vcpu-cpu")) o.vcpu_cpu = cli.vcpu_cpu;
-        if (given("--migrate-ms")) o.migrate_ms = cli.migrate_ms;
-        if (given("--mem-mib")) o.mem_mib = cli.mem_mib;
-        if (given("--cell-timeout")) o.cell_timeout = cli.cell_timeout;
-        if (given("--image")) o.image = cli.image;
-        if (given("--pace")) o.pace = cli.pace;
-        if (given("--pace-footprint")) o.pace_footprint = cli.pace_footprint;
-        if (given("--pace-rounds")) o.pace_rounds = cli.pace_rounds;
-        if (given("--neighbour")) o.neighbour = cli.neighbour;
-        if (given("--slice-ms")) o.slice_ms = cli.slice_ms;
-        if (given("--neighbour-bytes")) o.neighbour_bytes = cli.neighbour_bytes;
-        if (given("--events")) o.events = cli.events;
-        else if (!r.counters.empty()) {  // tracepoints (kvm:*) are always traced; the rest are perf events
+        fb::override_given(run, cli, o);
+        if (run.count("--events") == 0 && !r.counters.empty()) {  // tracepoints (kvm:*) are always traced; the rest are perf events
             o.events.clear();
             for (const auto& c : r.counters)
                 if (c.rfind("kvm:", 0) != 0) o.events.push_back(c);
@@ -210,74 +185,20 @@ int main(int argc, char** argv) {
 
     fb::RunOptions ro;
     bool quick = false;
-    int timeout_s = 10;
     auto* run = app.add_subcommand("run", "boot the guest and measure every (pattern, footprint) cell");
-    run->add_option("--backend", ro.backend,
-                    "auto (kvm if /dev/kvm works, else qemu-tcg), kvm, qemu-kvm, qemu-tcg, native (host user space)")
-        ->check(CLI::IsMember({"auto", "kvm", "qemu-kvm", "qemu-tcg", "native"}))->capture_default_str();
-    run->add_option("--mode", ro.mode, "coherent, noncoherent (needs --vfio or --vfio-pci), both (A/B/A in one VM on kvm)")
-        ->check(CLI::IsMember({"coherent", "noncoherent", "both"}))->capture_default_str();
-    run->add_option("--vfio", ro.vfio, "VFIO group (/dev/vfio/N) or device cdev (/dev/vfio/devices/vfioX) without snoop control");
-    run->add_option("--vfio-baseline", ro.vfio_baseline, "a coherent VFIO file attached during the coherent phases");
-    run->add_option("--vfio-pci", ro.vfio_pci, "qemu backends: PCI device (BDF) to pass through");
-    run->add_option("--machine", ro.machine, "qemu backends: microvm (PVH, fast), pc or q35 (Multiboot)")
-        ->check(CLI::IsMember({"microvm", "pc", "q35"}))->capture_default_str();
-    run->add_option("--patterns", ro.patterns, "comma list of patterns, or all (see `flushbench patterns`)")->capture_default_str();
-    run->add_option("--footprints", ro.footprints, "comma list: bytes with K/M/G, or NxLLC")->capture_default_str();
-    run->add_option("--reps", ro.reps, "the most measured repetitions a cell runs")->check(CLI::Range(1u, fb::Config::kMaxReps))->capture_default_str();
-    run->add_option("--min-reps", ro.min_reps, "the fewest measured repetitions a cell runs")
-        ->check(CLI::Range(1u, fb::Config::kMaxReps))->capture_default_str();
-    double target_pct = ro.target_permille / 10.0;
-    run->add_option("--target-pct", target_pct,
-                    "a cell stops once the 95% interval of its median is this narrow, in percent of the median (0: never)")
-        ->check(CLI::Range(0.0, 100.0))->capture_default_str();
-    run->add_option("--budget-ms", ro.budget_ms, "a cell stops after this much measuring (0: no budget; at least --min-reps)")
-        ->check(CLI::Range(0u, fb::Config::kMaxBudgetMs))->capture_default_str();
-    run->add_option("--warmup", ro.warmup, "discarded repetitions per cell")->check(CLI::Range(0u, fb::Config::kMaxWarmup))->capture_default_str();
-    run->add_option("--skip", ro.skip, "patterns never to run, as name[:reason],...");
-    run->add_option("--events", ro.events, "kvm backend: host counters per cell, split guest-only/host-only (libpfm4 names)")
-        ->delimiter(',')->capture_default_str();
-    run->add_option("--vcpu-cpu", ro.vcpu_cpu, "pin the vCPU (kvm) or QEMU (qemu-*) to this host CPU");
-    run->add_option("--migrate-ms", ro.migrate_ms,
-                    "kvm: move the vCPU to the next CPU this often; KVM's wbinvd_dirty_mask only grows when a move falls "
-                    "between two WBINVDs, so this rarely widens a flush: use --dirty-mask for that");
-    std::string dirty_masks;
-    run->add_option("--dirty-mask", dirty_masks,
-                    "kvm: widths like 1,2,4: one run per width K, the vCPU made to run on K pCPUs before each WBINVD, so "
-                    "a non-coherent WBINVD flushes K CPUs");
-    run->add_option("--mem-mib", ro.mem_mib, "guest RAM; default: sized to the largest footprint");
-    run->add_option("--cell-timeout", timeout_s, "seconds of guest silence before a cell is declared hung")
-        ->check(CLI::Range(1, 3600))->capture_default_str();
-    run->add_option("--image", ro.image, "guest kernel ELF (default: the one built with this flushbench)");
-    run->add_option("--out", ro.out, "results file (default results/<UTC-time>-<host>.json)");
-    run->add_option("--pace", ro.pace, "paced guest steps after the cells: idle:MS, PATTERN@RATE:MS (RATE per second, or max)");
-    run->add_option("--pace-footprint", ro.pace_footprint, "bytes each paced operation dirties first")->capture_default_str();
-    run->add_option("--pace-rounds", ro.pace_rounds,
-                    "run the paced steps in this many rounds, each shuffled, with an idle step on either side of every "
-                    "active one (0: once, as listed; a neighbour run defaults to 3)")
-        ->check(CLI::Range(0u, fb::Config::kMaxPaceRounds));
-    run->add_option("--neighbour", ro.neighbour,
-                    "host neighbour on CPU N (or auto): cache probe in time slices, compared across the paced steps; "
-                    "implies --patterns none and the default --pace unless given");
-    run->add_option("--slice-ms", ro.slice_ms, "neighbour time slice")->check(CLI::Range(2u, 1000u))->capture_default_str();
-    run->add_option("--neighbour-bytes", ro.neighbour_bytes, "neighbour buffer (default: half the LLC)");
+    fb::add_run_options(*run, ro);
+    std::string dirty_masks;  // a list of widths: one run each (the table's --dirty-mask row holds one)
+    run->add_option("--dirty-mask", dirty_masks, fb::find_run_option("--dirty-mask")->help);
     run->add_flag("--quick", quick, "small matrix: footprints 0,4K,64K, 11 reps, 2 warm-up, 5 s cell timeout");
     run->add_flag("--quiet", ro.quiet, "no per-cell progress lines");
     std::string resume, matrix;
     run->add_option("--matrix", matrix, "TOML matrix: a file, or quick/default/full from bench/matrices; flags given too override it");
     run->add_option("--resume", resume, "continue an interrupted run from its <out>.partial journal (other options come from it)");
-    // The harness's own fault-injection tests (README, "Bad inputs and faults"); hidden from --help.
-    run->add_option("--inject", ro.inject, "guest misbehaves at a cell: hang@N, triple_fault@N, flood@N, panic@N")->group("");
 
     fb::RunOptions io;  // image: the guest configuration baked into the ISO
     auto* image = app.add_subcommand("image", "build a GRUB-bootable ISO that runs the microkernel on bare metal (ring 0)");
     image->add_option("--out", io.out, "the ISO to write")->required();
-    image->add_option("--patterns", io.patterns, "as for run")->capture_default_str();
-    image->add_option("--footprints", io.footprints, "as for run")->capture_default_str();
-    image->add_option("--reps", io.reps, "as for run")->check(CLI::Range(1u, fb::Config::kMaxReps))->capture_default_str();
-    image->add_option("--warmup", io.warmup, "as for run")->check(CLI::Range(0u, fb::Config::kMaxWarmup))->capture_default_str();
-    image->add_option("--skip", io.skip, "as for run");
-    image->add_option("--image", io.image, "guest kernel ELF (default: the one built with this flushbench)");
+    fb::add_run_options(*image, io, {"--patterns", "--footprints", "--reps", "--min-reps", "--target-pct", "--warmup", "--skip", "--image"});
 
     std::string import_log, import_out;
     uint64_t import_tsc_khz = 0;
@@ -354,15 +275,13 @@ int main(int argc, char** argv) {
         return fb::run_import(import_log, import_out, joined_argv(argc, argv), opts);
     }
     if (!resume.empty()) return fb::resume_benchmark(resume, ro.quiet);
-    ro.target_permille = uint32_t(target_pct * 10.0 + 0.5);
     if (quick) {
         if (run->count("--footprints") == 0) ro.footprints = "0,4K,64K";
         if (run->count("--reps") == 0) ro.reps = 11;
         if (run->count("--warmup") == 0) ro.warmup = 2;
         if (run->count("--budget-ms") == 0) ro.budget_ms = 100;
-        if (run->count("--cell-timeout") == 0) timeout_s = 5;
+        if (run->count("--cell-timeout") == 0) ro.cell_timeout = std::chrono::seconds(5);
     }
-    ro.cell_timeout = std::chrono::seconds(timeout_s);
     ro.command_line = joined_argv(argc, argv);
     if (!ro.neighbour.empty()) {  // a neighbour run measures the paced steps, in rounds, not the cells
         if (run->count("--patterns") == 0) ro.patterns = "none";

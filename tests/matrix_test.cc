@@ -39,8 +39,8 @@ TEST(Matrix, QuickIsTheQuickFlag) {
     auto runs = load_matrix(shipped("quick")).expand();
     ASSERT_EQ(runs.size(), 1u);
     const RunOptions& o = runs[0].options;
-    EXPECT_EQ(o.backend, "auto");
-    EXPECT_EQ(o.mode, "coherent");
+    EXPECT_EQ(o.backend, Backend::automatic);
+    EXPECT_EQ(o.mode, Mode::coherent);
     EXPECT_EQ(o.patterns, "all");
     EXPECT_EQ(o.footprints, "0,4K,64K");
     EXPECT_EQ(o.reps, 11u);
@@ -64,8 +64,8 @@ TEST(Matrix, DefaultSplitsWholeCacheAndPerLinePatterns) {
     // Best guest backend: whole-cache, per-line, memory types, neighbour; native: all but the
     // neighbour (paced steps need a guest).
     ASSERT_EQ(runs.size(), 7u);
-    EXPECT_EQ(runs[0].options.backend, "auto");
-    EXPECT_EQ(runs[4].options.backend, "native");
+    EXPECT_EQ(runs[0].options.backend, Backend::automatic);
+    EXPECT_EQ(runs[4].options.backend, Backend::native);
     EXPECT_EQ(runs[2].options.patterns, "memtypes");
     EXPECT_EQ(runs[3].options.neighbour, "auto");
     EXPECT_EQ(runs[3].options.patterns, "none");
@@ -115,7 +115,7 @@ TEST(Matrix, FullRunsBothModesInOneVmPerPlacement) {
     auto runs = m.expand();
     ASSERT_EQ(runs.size(), 6u);  // 3 placements x 2 sets, modes merged into A/B/A
     for (const auto& r : runs) {
-        EXPECT_EQ(r.options.mode, "both");
+        EXPECT_EQ(r.options.mode, Mode::both);
         EXPECT_EQ(r.options.reps, 101u);
         EXPECT_TRUE(r.options.footprints.find("2xLLC") != std::string::npos);
     }
@@ -161,7 +161,7 @@ reps = 3
 )", "m.toml");
     auto runs = m.expand();
     ASSERT_EQ(runs.size(), 4u);
-    EXPECT_EQ(runs[0].options.backend, "auto");
+    EXPECT_EQ(runs[0].options.backend, Backend::automatic);
     EXPECT_EQ(runs[0].options.footprints, "4K,65536");
     EXPECT_EQ(runs[0].options.reps, 7u);
     EXPECT_EQ(runs[0].options.skip, "clwb:hangs-here");

@@ -3,6 +3,7 @@
 // Checks that the native program and the guest kernel name the same cells from the one pattern
 // table, and that an imported serial log gives a results file compare.py accepts. Skips with the
 // reason when flushbench-native, QEMU, GRUB/xorriso or compare.py is missing.
+// About 620 lines: one suite for both native paths, sharing their fixtures.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -280,7 +281,7 @@ TEST(NativeBench, RunNativeWritesAResultsFileCompareAccepts) {
     REQUIRE_NATIVE();
     TempDir dir;
     RunOptions o;
-    o.backend = "native";
+    o.backend = Backend::native;
     o.patterns = "nop,clflush,wbinvd";
     o.footprints = "4K";
     o.reps = 3;

@@ -17,6 +17,7 @@
 
 #include "common/config.h"
 #include "host/qemu/qemu_guest.h"
+#include "host/run/plan.h"
 #include "host/run/runner.h"
 
 extern char** environ;

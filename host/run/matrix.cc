@@ -26,8 +26,15 @@ const std::vector<std::string> kTopKeys = {"name", "description", "backends", "m
 const std::vector<std::string> kPlacementKeys = {"name", "cpu", "migrate_ms", "dirty_mask"};
 const std::vector<std::string> kSetKeys = {"name",  "patterns",  "footprints",     "reps",     "warmup",  "min_reps", "target_pct", "budget_ms",  "pace",
                                            "pace_footprint", "pace_rounds", "neighbour", "slice_ms", "neighbour_bytes"};
-const std::vector<std::string> kBackends = {"auto", "kvm", "qemu-kvm", "qemu-tcg", "native"};
-const std::vector<std::string> kModes = {"coherent", "noncoherent", "both"};
+// The names options.h gives the backends and modes: a matrix accepts exactly those.
+template <typename E>
+std::vector<std::string> names(std::span<const E> values) {
+    std::vector<std::string> out;
+    for (E v : values) out.emplace_back(to_string(v));
+    return out;
+}
+const std::vector<std::string> kBackends = names(all_backends());
+const std::vector<std::string> kModes = names(all_modes());
 const std::vector<std::string> kMachines = {"microvm", "pc", "q35"};
 
 constexpr int64_t kMaxCellTimeout = 3600, kMaxCpu = 4095, kMaxMigrateMs = 60000, kMaxMemMib = 3072;
@@ -436,8 +443,8 @@ std::vector<MatrixRun> Matrix::expand() const {
                     MatrixRun r;
                     r.label = fmt::format("{} {} {} {}", set.name, backend, mode, place.name);
                     RunOptions& o = r.options;
-                    o.backend = backend;
-                    o.mode = mode;
+                    o.backend = *backend_from_string(backend);  // checked against kBackends when parsed
+                    o.mode = *mode_from_string(mode);
                     o.patterns = joined(set.patterns, ",");
                     o.footprints = joined(set.footprints, ",");
                     o.reps = set.reps;
@@ -468,27 +475,6 @@ std::vector<MatrixRun> Matrix::expand() const {
     return runs;
 }
 
-std::vector<std::string> MatrixRun::cli_args() const {
-    const RunOptions& o = options;
-    std::vector<std::string> a = {"--backend", o.backend, "--mode", o.mode, "--patterns", o.patterns,
-                                  "--footprints", o.footprints, "--reps", std::to_string(o.reps),
-                                  "--warmup", std::to_string(o.warmup), "--min-reps", std::to_string(o.min_reps),
-                                  "--target-pct", fmt::format("{:g}", o.target_permille / 10.0), "--budget-ms", std::to_string(o.budget_ms),
-                                  "--cell-timeout", std::to_string(o.cell_timeout.count())};
-    if (!o.skip.empty()) a.insert(a.end(), {"--skip", o.skip});
-    if (!o.pace.empty())
-        a.insert(a.end(), {"--pace", o.pace, "--pace-footprint", o.pace_footprint, "--pace-rounds", std::to_string(o.pace_rounds)});
-    if (!o.neighbour.empty()) a.insert(a.end(), {"--neighbour", o.neighbour, "--slice-ms", std::to_string(o.slice_ms)});
-    if (o.neighbour_bytes) a.insert(a.end(), {"--neighbour-bytes", std::to_string(o.neighbour_bytes)});
-    if (o.vcpu_cpu >= 0) a.insert(a.end(), {"--vcpu-cpu", std::to_string(o.vcpu_cpu)});
-    if (o.migrate_ms) a.insert(a.end(), {"--migrate-ms", std::to_string(o.migrate_ms)});
-    if (o.dirty_mask) a.insert(a.end(), {"--dirty-mask", std::to_string(o.dirty_mask)});
-    if (o.backend != "kvm" && o.machine != RunOptions{}.machine) a.insert(a.end(), {"--machine", o.machine});
-    if (o.mem_mib) a.insert(a.end(), {"--mem-mib", std::to_string(o.mem_mib)});
-    if (!o.vfio.empty()) a.insert(a.end(), {"--vfio", o.vfio});
-    if (!o.vfio_baseline.empty()) a.insert(a.end(), {"--vfio-baseline", o.vfio_baseline});
-    for (const auto& bdf : o.vfio_pci) a.insert(a.end(), {"--vfio-pci", bdf});
-    return a;
-}
+std::vector<std::string> MatrixRun::cli_args() const { return run_option_args(options); }
 
 }  // namespace fb
