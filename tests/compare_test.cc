@@ -1,6 +1,7 @@
 // `flushbench compare` (host/compare.h): a known shift is flagged, identical distributions are not,
 // hosts merge side by side, and the verdicts agree with Google Benchmark's compare.py U test on
 // the very same files.
+#include "tests/synthetic_samples.h"
 #include "host/results/compare.h"
 
 #include <gtest/gtest.h>
@@ -26,15 +27,7 @@ using nlohmann::json;
 
 constexpr const char* kComparePy = "/usr/share/benchmark/compare.py";
 
-// TSC samples around `center` with a spread like this machine's (a few percent), as integers
-// so ties happen as they do in real runs.
-std::vector<uint64_t> samples(uint64_t seed, size_t n, double center, double spread) {
-    std::mt19937_64 rng(seed);
-    std::normal_distribution<double> d(center, spread);
-    std::vector<uint64_t> v;
-    for (size_t i = 0; i < n; ++i) v.push_back(uint64_t(std::llround(std::max(1.0, d(rng)))));
-    return v;
-}
+using test::samples;
 
 Cell make_cell(const std::string& pattern, uint64_t fp, std::vector<uint64_t> tsc, const std::string& mode = "coherent",
                const std::string& backend = "kvm") {

@@ -2,6 +2,7 @@
 // probe and mode evidence say, a known shift between groups shows as its ratio with an interval
 // around it, a host without results is listed with the reason the playbook wrote, and bad input
 // (no host directory, a baseline that names nothing) is one line naming the fix.
+#include "tests/synthetic_samples.h"
 #include "host/results/fleet.h"
 
 #include <gtest/gtest.h>
@@ -23,13 +24,7 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-std::vector<uint64_t> samples(uint64_t seed, size_t n, double center, double spread) {
-    std::mt19937_64 rng(seed);
-    std::normal_distribution<double> d(center, spread);
-    std::vector<uint64_t> v;
-    for (size_t i = 0; i < n; ++i) v.push_back(uint64_t(std::llround(std::max(1.0, d(rng)))));
-    return v;
-}
+using test::samples;
 
 Cell make_cell(const std::string& pattern, uint64_t fp, std::vector<uint64_t> tsc, const std::string& mode = "coherent") {
     Cell c;

@@ -1,4 +1,5 @@
 #include "host/evidence/mode_evidence.h"
+#include "host/sys/clock.h"
 
 #include <time.h>
 
@@ -11,11 +12,6 @@ using nlohmann::json;
 
 namespace {
 
-int64_t monotonic_ns() {
-    timespec ts{};
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
 
 std::string joined(const std::vector<std::string>& v, const char* sep) {
     std::string s;

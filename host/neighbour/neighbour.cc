@@ -28,6 +28,7 @@
 #include "host/sys/cpus.h"
 #include "host/sys/fd.h"
 #include "host/sys/sysfs.h"
+#include "host/sys/clock.h"
 
 namespace fb {
 using nlohmann::json;
@@ -50,11 +51,6 @@ uint64_t preemptions_so_far() {
     return getrusage(RUSAGE_THREAD, &ru) == 0 ? uint64_t(ru.ru_nivcsw) : 0;
 }
 
-int64_t monotonic_ns() {
-    timespec ts{};
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return int64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
-}
 
 // The buffer is only ever accessed as uintptr_t, so the chase and the stream read one object type.
 uintptr_t* line_slot(std::byte* base, size_t line) {

@@ -58,6 +58,17 @@ std::string host_of(const json& doc) {
     return ctx.value("host_name", std::string("unknown-host"));
 }
 
+std::string ratio_label(const json& v) { return v.is_number() ? fmt::format("{:.3f}", v.get<double>()) : "-"; }
+
+// Status of a pooled series: the first that is not ok says most about it.
+std::string pooled_status(const Series& s) {
+    for (const auto& st : s.statuses)
+        if (st != "ok") return st;
+    return s.statuses.empty() ? "missing" : "ok";
+}
+
+}  // namespace
+
 std::string footprint_label(uint64_t b) {
     if (b == 0) return "0";
     if (b % (1ull << 30) == 0) return fmt::format("{}G", b >> 30);
@@ -74,17 +85,6 @@ std::string cycles_label(const json& v) {
     if (a >= 1e4) return fmt::format("{:.3g}k", x / 1e3);
     return fmt::format("{:.0f}", x);
 }
-
-std::string ratio_label(const json& v) { return v.is_number() ? fmt::format("{:.3f}", v.get<double>()) : "-"; }
-
-// Status of a pooled series: the first that is not ok says most about it.
-std::string pooled_status(const Series& s) {
-    for (const auto& st : s.statuses)
-        if (st != "ok") return st;
-    return s.statuses.empty() ? "missing" : "ok";
-}
-
-}  // namespace
 
 json compare_samples(const std::vector<double>& x, const std::vector<double>& base, double alpha) {
     json c;

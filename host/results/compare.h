@@ -37,6 +37,11 @@ nlohmann::json compare_results(const std::vector<nlohmann::json>& files, const s
 // has fewer than two samples. The one comparison behind compare_results() and fleet comparisons.
 nlohmann::json compare_samples(const std::vector<double>& x, const std::vector<double>& base, double alpha = kSignificance);
 
+// How the comparison tables write a footprint (4K, 16M) and a cost in cycles (12.3k, 1.2M; "-" when
+// not a number), the same in `compare` and in fleet comparisons.
+std::string footprint_label(uint64_t bytes);
+std::string cycles_label(const nlohmann::json& cycles);
+
 // A terminal table of compare_results(): the columns with their hosts, then one line per
 // comparison with both medians, the ratio, its interval, the p-value and a '*' when significant.
 std::string format_compare_table(const nlohmann::json& comparison);

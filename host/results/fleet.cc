@@ -1,3 +1,6 @@
+// Fleet comparison (fleet.h): hosts read, grouped by their probe and mode evidence, and compared
+// cell by cell against a baseline. Longer than most files (about 600 lines) because the grouping
+// facets, the per-cell ratio with its interval and the table are one comparison, read together.
 #include "host/results/fleet.h"
 
 #include <algorithm>
@@ -123,23 +126,6 @@ bool row_less(const RowKey& a, const RowKey& b) {
 // comparison that matters is against the baseline's coherent cell: what losing snoop control costs.
 std::string fallback_mode(const std::string& mode) {
     return mode.rfind("noncoherent", 0) == 0 ? "coherent" + mode.substr(11) : std::string();
-}
-
-std::string footprint_label(uint64_t b) {
-    if (b == 0) return "0";
-    if (b % (1ull << 30) == 0) return fmt::format("{}G", b >> 30);
-    if (b % (1ull << 20) == 0) return fmt::format("{}M", b >> 20);
-    if (b % 1024 == 0) return fmt::format("{}K", b >> 10);
-    return std::to_string(b);
-}
-
-std::string cycles_label(const json& v) {
-    if (!v.is_number()) return "-";
-    double x = v.get<double>(), a = std::fabs(x);
-    if (a >= 1e9) return fmt::format("{:.3g}G", x / 1e9);
-    if (a >= 1e6) return fmt::format("{:.3g}M", x / 1e6);
-    if (a >= 1e4) return fmt::format("{:.3g}k", x / 1e3);
-    return fmt::format("{:.0f}", x);
 }
 
 // A median as the table shows it: "below floor (±X)" where it cannot be told from zero.

@@ -1,4 +1,5 @@
 #include "host/results/record_stream.h"
+#include "host/sys/clock.h"
 
 #include <time.h>
 
@@ -27,11 +28,6 @@ bool parse_list(Str s, std::vector<uint64_t>& out, size_t max) {
     return true;
 }
 
-int64_t monotonic_ns() {
-    timespec ts{};
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
 
 // "idle", "max", or a rate the guest's parser would accept.
 bool valid_pace(Str s) {
