@@ -23,6 +23,10 @@
 //       temporary results file (removed afterwards); exit_code is its exit status (1 = some cells
 //       hung or crashed, which the run records and survives: CLWB and VMMCALL hang on some KVMs).
 //       Always one run per repetition and 2 repetitions, whatever --benchmark_repetitions says.
+//   DefaultMatrix  wall time of `flushbench run --matrix default` (what ./run.sh runs), report_s the
+//       report's, and the repetitions the time budget chose (reps_min/median/max, stop_*), each
+//       cell's printed after the benchmarks. kvm only.
+//   RunSh  ./run.sh end to end on a built tree, results and plots into a scratch directory.
 //
 // Each repetition of a boot benchmark is one cold boot (iterations fixed at 1); without
 // --benchmark_repetitions the boot benchmarks repeat 3 times. Run from the build tree:
@@ -46,10 +50,14 @@
 #include <exception>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "common/boot.h"
 #include "host/vmm/elf_image.h"
@@ -265,57 +273,140 @@ std::string last_line(const fs::path& path) {
     return last;
 }
 
+// Runs `args` with stdout and stderr into `log` (and `env` added to the environment); the exit
+// status (128 + signal when killed), or -errno when it could not start.
+struct Spawned {
+    int code = 0;
+    double seconds = 0;
+};
+Spawned spawn_and_wait(std::vector<std::string> args, const std::string& log, const std::vector<std::string>& env = {}) {
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    std::vector<std::string> env_strings(env);
+    for (char** e = environ; *e; ++e) env_strings.emplace_back(*e);
+    std::vector<char*> envp;
+    for (auto& e : env_strings) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    // The summary and any complaint go to a log, not between Google Benchmark's lines.
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_adddup2(&fa, STDOUT_FILENO, STDERR_FILENO);
+    auto t0 = Clock::now();
+    pid_t pid = -1;
+    int rc = posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), envp.data());
+    int status = 0;
+    if (rc == 0)
+        while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+        }
+    Spawned r;
+    r.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    posix_spawn_file_actions_destroy(&fa);
+    if (rc != 0) r.code = -rc;
+    else r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return r;
+}
+
+// A scratch directory removed with everything in it when the benchmark ends.
+struct ScratchDir {
+    fs::path path;
+    ScratchDir() {
+        char t[] = "/tmp/flushbench-boot-bench.XXXXXX";
+        if (::mkdtemp(t)) path = t;
+    }
+    ~ScratchDir() {
+        std::error_code ec;
+        if (!path.empty()) fs::remove_all(path, ec);
+    }
+};
+
+// 0: every cell measured; 1: some hung or crashed, recorded as such: both are a full run.
+std::optional<std::string> run_failed(const Spawned& r, const std::string& what, const std::string& log) {
+    if (r.code < 0) return "cannot start " + what + ": " + std::strerror(-r.code);
+    if (r.code > 1) return what + " exited " + std::to_string(r.code) + ": " + last_line(log);
+    return std::nullopt;
+}
+
 void quick_matrix(benchmark::State& state, const std::string& backend) {
     if (backend != "kvm")
         if (auto why = qemu_missing()) return state.SkipWithError(why->c_str());
     if (backend != "qemu-tcg")
         if (auto why = kvm_unusable()) return state.SkipWithError(why->c_str());
-
-    char dir_template[] = "/tmp/flushbench-boot-bench.XXXXXX";
-    if (!::mkdtemp(dir_template)) return state.SkipWithError((std::string("mkdtemp: ") + std::strerror(errno)).c_str());
-    const fs::path dir = dir_template;
-    const std::string out = (dir / "results.json").string();  // and its .partial journal
-    const std::string log = (dir / "flushbench.log").string();
-
+    ScratchDir dir;
+    if (dir.path.empty()) return state.SkipWithError((std::string("mkdtemp: ") + std::strerror(errno)).c_str());
+    const std::string out = (dir.path / "results.json").string(), log = (dir.path / "flushbench.log").string();
     double exit_code = 0;
     for (auto _ : state) {
-        std::vector<std::string> args = {kFlushbench, "run", "--backend", backend, "--quick", "--quiet", "--out", out};
-        std::vector<char*> argv;
-        for (auto& a : args) argv.push_back(a.data());
-        argv.push_back(nullptr);
-        // The summary and any complaint go to a log, not between Google Benchmark's lines.
-        posix_spawn_file_actions_t fa;
-        posix_spawn_file_actions_init(&fa);
-        posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        posix_spawn_file_actions_adddup2(&fa, STDOUT_FILENO, STDERR_FILENO);
-
-        auto t0 = Clock::now();
-        pid_t pid = -1;
-        int rc = posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), environ);
-        int status = 0;
-        if (rc == 0)
-            while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-            }
-        auto wall = Clock::now() - t0;
-        posix_spawn_file_actions_destroy(&fa);
-
-        if (rc != 0) {
-            state.SkipWithError((std::string("cannot start ") + kFlushbench + ": " + std::strerror(rc)).c_str());
+        Spawned r = spawn_and_wait({kFlushbench, "run", "--backend", backend, "--quick", "--quiet", "--out", out}, log);
+        if (auto why = run_failed(r, "flushbench run", log)) {
+            state.SkipWithError(why->c_str());
             break;
         }
-        int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        // 0: every cell measured; 1: some hung or crashed, recorded as such: both are a full run.
-        if (code != 0 && code != 1) {
-            std::string why = "flushbench run exited " + std::to_string(code) + ": " + last_line(log);
-            state.SkipWithError(why.c_str());
-            break;
-        }
-        state.SetIterationTime(std::chrono::duration<double>(wall).count());
-        exit_code += code;
+        state.SetIterationTime(r.seconds);
+        exit_code += r.code;
     }
     state.counters["exit_code"] = per_boot(exit_code);
-    std::error_code ec;
-    fs::remove_all(dir, ec);
+}
+
+// The repetitions each cell of the last DefaultMatrix run took, and why it stopped, printed after
+// the benchmarks: what the time budget chose on this host.
+std::vector<std::string> g_reps_lines;
+
+// `flushbench run --matrix default` (what ./run.sh runs), then `flushbench report` on its file.
+// Manual time: the run; report_s: the report; reps_*: the repetitions cells took; stop_*: how many
+// cells stopped because their median was known to the target (precise), their budget was spent, or
+// they reached --reps.
+void default_matrix(benchmark::State& state) {
+    if (auto why = kvm_unusable()) return state.SkipWithError(why->c_str());
+    ScratchDir dir;
+    if (dir.path.empty()) return state.SkipWithError((std::string("mkdtemp: ") + std::strerror(errno)).c_str());
+    const std::string out = (dir.path / "default.json").string(), log = (dir.path / "flushbench.log").string();
+    for (auto _ : state) {
+        Spawned run = spawn_and_wait({kFlushbench, "run", "--matrix", "default", "--quiet", "--out", out}, log);
+        if (auto why = run_failed(run, "flushbench run --matrix default", log)) return state.SkipWithError(why->c_str());
+        state.SetIterationTime(run.seconds);
+        Spawned report = spawn_and_wait({kFlushbench, "report", out, "--out", (dir.path / "plots").string()}, log);
+        if (report.code != 0) return state.SkipWithError(("flushbench report exited " + std::to_string(report.code) + ": " + last_line(log)).c_str());
+        state.counters["report_s"] = report.seconds;
+    }
+    std::ifstream in(out);
+    nlohmann::json doc = nlohmann::json::parse(in, nullptr, false);
+    if (doc.is_discarded()) return state.SkipWithError("the default matrix's results file is not JSON");
+    std::vector<double> reps;
+    std::map<std::string, int> stops;
+    g_reps_lines.clear();
+    for (const auto& c : doc.value("flushbench_cells", nlohmann::json::array())) {
+        if (!c.contains("measure") || !c["tsc"].is_array()) continue;
+        std::string stop = c["measure"].value("stop", "?");
+        reps.push_back(double(c["tsc"].size()));
+        ++stops[stop];
+        g_reps_lines.push_back(fmt::format("  {:<12} {:>10} B  {:<8} {:<16} {:>5} reps  ({})", c.value("pattern", "?"),
+                                           c.value("footprint_bytes", uint64_t{0}), c.value("backend", "?"), c.value("mode", "?"),
+                                           c["tsc"].size(), stop));
+    }
+    std::sort(reps.begin(), reps.end());
+    state.counters["cells"] = double(reps.size());
+    if (!reps.empty()) {
+        state.counters["reps_min"] = reps.front();
+        state.counters["reps_median"] = reps[reps.size() / 2];
+        state.counters["reps_max"] = reps.back();
+    }
+    for (const char* s : {"precise", "budget", "max_reps"}) state.counters[std::string("stop_") + s] = stops[s];
+}
+
+// ./run.sh end to end on an already built tree (its install and build steps find nothing to do),
+// with results/ and plots/ in a scratch directory (FLUSHBENCH_OUT_DIR) rather than the checkout.
+void run_sh(benchmark::State& state) {
+    if (auto why = kvm_unusable()) return state.SkipWithError(why->c_str());
+    ScratchDir dir;
+    if (dir.path.empty()) return state.SkipWithError((std::string("mkdtemp: ") + std::strerror(errno)).c_str());
+    const std::string log = (dir.path / "run.sh.log").string();
+    for (auto _ : state) {
+        Spawned r = spawn_and_wait({std::string(FB_BENCH_SOURCE_DIR) + "/run.sh"}, log, {"FLUSHBENCH_OUT_DIR=" + dir.path.string()});
+        if (auto why = run_failed(r, "./run.sh", log)) return state.SkipWithError(why->c_str());
+        state.SetIterationTime(r.seconds);
+    }
 }
 
 }  // namespace
@@ -339,10 +430,16 @@ int main(int argc, char** argv) {
             ->Unit(benchmark::kMillisecond)
             ->Iterations(1)
             ->Repetitions(2);
+    benchmark::RegisterBenchmark("DefaultMatrix", default_matrix)->UseManualTime()->Unit(benchmark::kSecond)->Iterations(1);
+    benchmark::RegisterBenchmark("RunSh", run_sh)->UseManualTime()->Unit(benchmark::kSecond)->Iterations(1);
 
     benchmark::Initialize(&argc, argv);
     if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
     benchmark::RunSpecifiedBenchmarks();
+    if (!g_reps_lines.empty()) {
+        fmt::print("DefaultMatrix: the repetitions each cell took (the budget's choice on this host):\n");
+        for (const auto& line : g_reps_lines) fmt::print("{}\n", line);
+    }
     benchmark::Shutdown();
     return 0;
 }
