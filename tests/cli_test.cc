@@ -3,6 +3,7 @@
 // host/results.h promise. Tests that need /dev/kvm, QEMU or Google Benchmark's compare.py skip
 // with the reason when this host lacks them. Each test gets its own temporary directory for --out
 // (kept, and its path printed, when the test fails).
+// Long (about 900 lines) because it is the end-to-end suite of one binary; each TEST reads alone.
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>

@@ -1,3 +1,6 @@
+// perf_event counters by libpfm4 name (perf_counters.h): encoding, guest/host splits, groups and
+// their reads with scaling and the reason when unavailable. About 540 lines: encoding and reading
+// share the per-PMU quirks, which are clearer side by side than split across files.
 #include "host/counters/perf_counters.h"
 
 #include <perfmon/pfmlib_perf_event.h>

@@ -1,3 +1,5 @@
+// `flushbench probe` (probe.h): one check per capability, each with its detail and its fix. Over
+// 500 lines because it is a list of independent checks of the same shape; each reads on its own.
 #include "host/env/probe.h"
 
 #include "host/counters/perf_counters.h"

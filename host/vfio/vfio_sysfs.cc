@@ -1,3 +1,5 @@
+// What sysfs says about a VFIO file (vfio_sysfs.h): its group, devices, drivers, IOMMU and snoop
+// control, with the fix for each refusal. One concept; about 500 lines of sysfs reading.
 #include "host/vfio/vfio_sysfs.h"
 
 #include <sys/stat.h>
