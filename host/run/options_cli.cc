@@ -52,7 +52,8 @@ void add_run_options(CLI::App& run, RunOptions& o, std::initializer_list<std::st
                             ->default_str(fmt_percent(field));
                     return run.add_option(row.flag, field, row.help)->capture_default_str();
                 } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
-                    return run.add_option(row.flag, field, row.help)->delimiter(',')->capture_default_str();
+                    CLI::Option* list = run.add_option(row.flag, field, row.help)->delimiter(',');
+                    return field.empty() ? list : list->capture_default_str();  // no "=[]" in --help
                 } else {
                     return run.add_option(row.flag, field, row.help)->capture_default_str();
                 }
