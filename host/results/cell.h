@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <limits>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -12,6 +13,8 @@
 #include <nlohmann/json.hpp>
 
 namespace fb {
+
+struct Summary;  // statistics.h
 
 // corrupt: the guest's records for this cell failed their checksum or contradicted each other.
 enum class CellStatus { ok, unsupported, skipped, fault, hung, crashed, corrupt };
@@ -93,6 +96,9 @@ struct Cell {
     uint64_t ops = 0;            // operations issued, pilot and warm-up included
     std::string stop;            // why the repetitions stopped: precise, budget, max_reps
     double floor_cycles = std::numeric_limits<double>::quiet_NaN();  // the boot's timing floor
+    // summarize(net_cycles()), computed once when the cell is final (statistics.h cell_summary):
+    // the progress line, the results file, the timing check and the table all print the same one.
+    std::shared_ptr<const Summary> net_summary;
     std::map<std::string, std::vector<uint64_t>> guest_pmu;  // per-repetition guest RDPMC deltas
     std::string guest_pmu_unavailable;                       // reason, when guest_pmu is empty
     std::optional<GuestFault> fault;

@@ -173,7 +173,7 @@ std::vector<json> benchmark_entries(const Cell& c, int family_index, int instanc
         if (c.guest_pmu.empty()) e["guest_pmu"] = "unavailable: " + (c.guest_pmu_unavailable.empty() ? std::string("not reported") : c.guest_pmu_unavailable);
         out.push_back(std::move(e));
     }
-    Summary s = summarize(net);
+    Summary s = cell_summary(c);
     CostReading reading = read_cost(s, c.floor_cycles);
     struct Agg {
         const char* name;
@@ -246,7 +246,7 @@ json ResultsWriter::document(const json& context, const std::vector<Cell>& cells
         json j = cell_to_json(c);
         j["name"] = benchmark_name(c);
         if (!c.tsc.empty()) {
-            Summary st = summarize(net_cycles(c));  // net TSC cycles
+            Summary st = cell_summary(c);  // net TSC cycles
             CostReading r = read_cost(st, c.floor_cycles);
             j["stats"] = to_json(st);
             j["stats"]["below_floor"] = r.below_floor;

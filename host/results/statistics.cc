@@ -262,6 +262,13 @@ std::vector<double> net_cycles(const Cell& c) {
     return v;
 }
 
+Summary cell_summary(const Cell& c) { return c.net_summary ? *c.net_summary : summarize(net_cycles(c)); }
+
+void finalize_summary(Cell& c) {
+    c.net_summary.reset();  // its samples may have changed since (a culprit's are cleared)
+    if (!c.tsc.empty()) c.net_summary = std::make_shared<const Summary>(summarize(net_cycles(c)));
+}
+
 double timing_floor(std::span<const double> nop) {
     if (nop.size() < 2) return std::numeric_limits<double>::quiet_NaN();
     std::vector<double> v(nop.begin(), nop.end());

@@ -85,6 +85,11 @@ std::vector<double> estimates(std::span<const uint64_t> value, std::span<const u
 // bracket minus the guest's calibrated empty-bracket median.
 std::vector<double> net_cycles(const Cell& c);
 
+// The cell's Summary of net_cycles: the one stored by finalize_summary, else computed now (a cell
+// read back from a journal). finalize_summary is called once, when the cell is final.
+Summary cell_summary(const Cell& c);
+void finalize_summary(Cell& c);
+
 // The timing floor: how far from zero nop's per-op estimate strays in 95 of 100 repetitions
 // (the larger of |2.5th| and |97.5th percentile|): bias and spread of the method together. A
 // smaller cost cannot be told from zero on this host. NaN for fewer than two samples.

@@ -57,7 +57,7 @@ json timing_check(const std::vector<Cell>& cells) {
         bool checked = false;
         for (const Cell* c : run) {
             if (c->method.empty()) continue;  // cells from before the pairs: nothing to check
-            Summary s = summarize(net_cycles(*c));
+            Summary s = cell_summary(*c);
             double own = (s.median_ci.hi - s.median_ci.lo) / 2;
             double bound = std::isfinite(floor) ? std::max(floor, own) : own;
             std::string name = fmt::format("{}/{}/{}", c->label(), c->footprint_bytes, c->mode);

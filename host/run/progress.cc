@@ -26,6 +26,7 @@ void CellSink::add(Cell c, const Phase& phase, uint64_t tsc_khz) {
     c.emulated = plan_->emulated;
     c.extra["run"] = run_;
     if (!c.tsc_khz) c.tsc_khz = tsc_khz;
+    finalize_summary(c);  // every printer below uses this one
     results_.add(c);
     ++done_;
     ++counts_[c.status];
@@ -45,7 +46,7 @@ void CellSink::print(const Cell& c) {
     if (c.status == CellStatus::ok && c.pace && c.pace->rate == "idle") {
         what = fmt::format("idle {} ms", c.pace->ms);
     } else if (c.status == CellStatus::ok) {
-        Summary s = summarize(net_cycles(c));
+        Summary s = cell_summary(c);
         CostReading r = read_cost(s, c.floor_cycles);
         what = r.below_floor ? cost_text(s, c.floor_cycles) : fmt::format("median {:>12.0f} cycles", s.median);
         if (c.tsc_khz && !r.below_floor) what += fmt::format(" ({:.2f} us)", s.median / double(c.tsc_khz) * 1000.0);
@@ -95,7 +96,7 @@ std::string summary_table(const std::vector<Cell>& cells) {
         auto key = std::make_pair(c.label(), c.footprint_bytes);
         if (!rows.count(key)) order.push_back(key);
         std::string v = to_string(c.status);
-        if (c.status == CellStatus::ok && !c.tsc.empty()) v = cost_text(summarize(net_cycles(c)), c.floor_cycles);
+        if (c.status == CellStatus::ok && !c.tsc.empty()) v = cost_text(cell_summary(c), c.floor_cycles);
         rows[key][col] = v;
         std::string verdict = c.mode_evidence.value("verdict", "unverified");
         verdicts[col].insert(verdict);
