@@ -27,14 +27,8 @@ const std::vector<std::string> kPlacementKeys = {"name", "cpu", "migrate_ms", "d
 const std::vector<std::string> kSetKeys = {"name",  "patterns",  "footprints",     "reps",     "warmup",  "min_reps", "target_pct", "budget_ms",  "pace",
                                            "pace_footprint", "pace_rounds", "neighbour", "slice_ms", "neighbour_bytes"};
 // The names options.h gives the backends and modes: a matrix accepts exactly those.
-template <typename E>
-std::vector<std::string> names(std::span<const E> values) {
-    std::vector<std::string> out;
-    for (E v : values) out.emplace_back(to_string(v));
-    return out;
-}
-const std::vector<std::string> kBackends = names(all_backends());
-const std::vector<std::string> kModes = names(all_modes());
+const std::vector<std::string> kBackends = backend_names();
+const std::vector<std::string> kModes = mode_names();
 const std::vector<std::string> kMachines = {"microvm", "pc", "q35"};
 
 constexpr int64_t kMaxCellTimeout = 3600, kMaxCpu = 4095, kMaxMigrateMs = 60000, kMaxMemMib = 3072;

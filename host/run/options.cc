@@ -125,6 +125,8 @@ std::optional<Backend> backend_from_string(std::string_view s) { return from_nam
 std::optional<Mode> mode_from_string(std::string_view s) { return from_name(s, kModes, kModeNames); }
 std::span<const Backend> all_backends() { return kBackends; }
 std::span<const Mode> all_modes() { return kModes; }
+std::vector<std::string> backend_names() { return {kBackendNames.begin(), kBackendNames.end()}; }
+std::vector<std::string> mode_names() { return {kModeNames.begin(), kModeNames.end()}; }
 
 std::span<const RunOption> run_option_table() { return kTable; }
 

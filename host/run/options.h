@@ -28,6 +28,9 @@ std::optional<Backend> backend_from_string(std::string_view s);
 std::optional<Mode> mode_from_string(std::string_view s);
 std::span<const Backend> all_backends();
 std::span<const Mode> all_modes();
+// Their names in that order: the words the CLI and a matrix accept.
+std::vector<std::string> backend_names();
+std::vector<std::string> mode_names();
 
 struct RunOptions {
     Backend backend = Backend::automatic;

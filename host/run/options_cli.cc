@@ -10,13 +10,6 @@ namespace fb {
 
 namespace {
 
-template <typename E>
-std::vector<std::string> names_of(std::span<const E> values) {
-    std::vector<std::string> names;
-    for (E v : values) names.emplace_back(to_string(v));
-    return names;
-}
-
 std::string fmt_percent(uint32_t permille) {
     std::string s = std::to_string(permille / 10);
     if (permille % 10) s += "." + std::to_string(permille % 10);
@@ -36,12 +29,12 @@ void add_run_options(CLI::App& run, RunOptions& o, std::initializer_list<std::st
                 if constexpr (std::is_same_v<T, Backend>) {
                     return run.add_option_function<std::string>(row.flag, [&field](const std::string& s) { field = *backend_from_string(s); },
                                                                 row.help)
-                        ->check(CLI::IsMember(names_of(all_backends())))
+                        ->check(CLI::IsMember(backend_names()))
                         ->default_str(std::string(to_string(field)));
                 } else if constexpr (std::is_same_v<T, Mode>) {
                     return run.add_option_function<std::string>(row.flag, [&field](const std::string& s) { field = *mode_from_string(s); },
                                                                 row.help)
-                        ->check(CLI::IsMember(names_of(all_modes())))
+                        ->check(CLI::IsMember(mode_names()))
                         ->default_str(std::string(to_string(field)));
                 } else if constexpr (std::is_same_v<T, std::chrono::seconds>) {
                     return run.add_option_function<int>(row.flag, [&field](int s) { field = std::chrono::seconds(s); }, row.help)

@@ -32,7 +32,6 @@ struct Plan {
     std::vector<std::vector<Phase>> boots;  // kvm: one boot with every phase; qemu: one boot per mode
     uint64_t mem_bytes = 0;
     uint64_t tsc_khz = 0;
-    std::string tsc_khz_source;
     std::string image;
     std::optional<VfioFileInfo> vfio, vfio_baseline;
     // kvm: the files opened and in their containers at planning time, so that a busy, non-viable
